@@ -1,0 +1,217 @@
+"""One batch through the stages: the plain-Python core the flows call.
+
+`prepare_pages` runs extract -> clean -> fingerprint on fetched pages (CPU
+work, safe to run in worker processes). `Linker` holds a run's candidate
+index and links, clusters and stores each prepared batch in turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from dedup.clean import CleanConfig, strip_markers
+from dedup.extract import ExtractConfig, ExtractionError, extract_article
+from dedup.fetch import FetchConfig
+from dedup.fingerprint import FingerprintConfig, fingerprint, shingles
+from dedup.link import CandidateIndex, LinkConfig, similarity, verified_edges
+from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
+from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
+from dedup.store import BatchWrite, Store
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every stage's settings; each stage gets only its own part."""
+
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
+    # Pages per batch: one transaction, one task run. Large enough that the
+    # per-task cost of the orchestrator is noise, small enough that a crash
+    # loses little work.
+    batch_size: int = 200
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A page that extracted to an article, cleaned and fingerprinted."""
+
+    fetch: FetchedPage
+    cleaned: CleanedArticle
+    signature: Signature
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    prepared: list[Prepared]
+    # every attempt, with the error of those that yielded no article
+    fetches: list[FetchedPage]
+
+
+def prepare_pages(pages: list[FetchedPage], settings: Settings) -> PreparedBatch:
+    prepared, fetches = [], []
+    for page in pages:
+        try:
+            article = extract_article(page, settings.extract)
+        except ExtractionError as exc:
+            fetches.append(_with_error(page, str(exc)))
+            continue
+        cleaned = strip_markers(article, settings.clean)
+        signature = fingerprint(cleaned.body, settings.fingerprint)
+        if not signature.shingles:
+            fetches.append(_with_error(page, "article body is empty once repost markers are removed"))
+            continue
+        prepared.append(Prepared(fetch=page, cleaned=cleaned, signature=signature))
+        fetches.append(page)
+    return PreparedBatch(prepared=prepared, fetches=fetches)
+
+
+def _with_error(page: FetchedPage, error: str) -> FetchedPage:
+    return replace(page, error=error)
+
+
+@dataclass
+class BatchStats:
+    pages: int = 0
+    failed: int = 0
+    new_clusters: int = 0
+    grown_clusters: int = 0
+    merged_clusters: int = 0
+    originals_found: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: BatchStats) -> None:
+        for name in ("pages", "failed", "new_clusters", "grown_clusters", "merged_clusters", "originals_found"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, count in other.errors.items():
+            self.errors[key] = self.errors.get(key, 0) + count
+
+
+class Linker:
+    """Links, clusters and stores prepared batches against one database."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.index = CandidateIndex(settings.link, settings.fingerprint)
+        self.index.add_many(store.signatures())
+        self._shingles: dict[int, frozenset[str]] = {}
+        self._next_id = store.next_doc_id()
+
+    def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
+        settings = self.settings
+        stats = BatchStats(failed=sum(1 for f in batch.fetches if f.error))
+        for fetch in batch.fetches:
+            if fetch.error:
+                key = fetch.error.split(":")[0][:60]
+                stats.errors[key] = stats.errors.get(key, 0) + 1
+        known = self.store.known_urls()
+        pages: list[Page] = []
+        seen: set[str] = set()
+        for item in batch.prepared:
+            url = item.cleaned.article.url
+            if url in known or url in seen:
+                continue
+            seen.add(url)
+            pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
+            self._next_id += 1
+        stats.pages = len(pages)
+        # candidates and verified edges: against the stored pages and this batch
+        batch_index = {p.doc_id: p for p in pages}
+        for page in pages:
+            self._shingles[page.doc_id] = page.signature.shingles
+        for page in pages:
+            self.index.add(page.doc_id, page.signature.hashvalues)
+        candidates = {p.doc_id: self.index.candidates(p.signature.hashvalues) - {p.doc_id} for p in pages}
+        stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
+        for stored in self.store.members(doc_ids=stored_needed):
+            self._shingles[stored.member.doc_id] = shingles(stored.body, settings.fingerprint)
+        neighbours: dict[int, dict[int, Similarity]] = {}
+        pairs: dict[tuple[int, int], Similarity] = {}
+        for page in pages:
+            for edge in verified_edges(page.doc_id, page.signature.shingles, candidates[page.doc_id], self._shingles, settings.link):
+                neighbours.setdefault(edge.a, {})[edge.b] = edge.similarity
+                flipped = Similarity(edge.similarity.jaccard, edge.similarity.b_in_a, edge.similarity.a_in_b)
+                neighbours.setdefault(edge.b, {})[edge.a] = flipped
+                key, sim = ((edge.a, edge.b), edge.similarity) if edge.a < edge.b else ((edge.b, edge.a), flipped)
+                pairs[key] = sim
+        # the clusters this batch touches, with all their members
+        stored_neighbours = {o for p in pages for o in neighbours.get(p.doc_id, {}) if o not in batch_index}
+        touched_before = set(self.store.cluster_ids_of(stored_neighbours).values())
+        cluster_rows = self.store.members(cluster_ids=touched_before) if touched_before else []
+        members: dict[int, Member] = {}
+        for stored in cluster_rows:
+            members[stored.member.doc_id] = stored.member
+            if stored.member.doc_id not in self._shingles:
+                self._shingles[stored.member.doc_id] = shingles(stored.body, settings.fingerprint)
+        for page in pages:
+            members[page.doc_id] = _member_of(page)
+        before = self.store.clusters_before(touched_before)
+        stored_cluster = {s.member.doc_id: s.member.cluster_id for s in cluster_rows}  # before assignment moves any
+        cluster_members: dict[int, list[int]] = {}
+        for stored in cluster_rows:
+            cluster_members.setdefault(stored.member.cluster_id, []).append(stored.member.doc_id)
+        state = ClusterState(
+            members=members,
+            cluster_members=cluster_members,
+            previous_original={c: o for c, (o, _) in before.items()},
+            previous_size={c: s for c, (_, s) in before.items()},
+        )
+        known_pairs = self.store.pairs_among(set(members) - set(batch_index))
+        known_pairs.update(pairs)
+
+        def similarity_of(a: int, b: int) -> Similarity:
+            if (a, b) in known_pairs:
+                return known_pairs[(a, b)]
+            if (b, a) in known_pairs:
+                s = known_pairs[(b, a)]
+                return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+            sim = similarity(self._shingles[a], self._shingles[b])
+            known_pairs[(a, b)] = sim
+            return sim
+
+        aggregators = self.store.aggregator_hosts(settings.provenance.aggregator_min_pages, settings.provenance.aggregator_copy_share)
+        assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
+        touched = {members[p.doc_id].cluster_id for p in pages} | {
+            keep for keep in state.merged_into.values()
+        }
+        clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
+        for page in pages:
+            page.cluster_id = members[page.doc_id].cluster_id
+        moved = {d: c for d, c in ((d, members[d].cluster_id) for d in stored_cluster) if c != stored_cluster[d]}
+        self.store.write_batch(
+            BatchWrite(
+                run_id=run_id,
+                pages=pages,
+                fetches=batch.fetches,
+                pairs=pairs,
+                clusters=clusters,
+                reposts=reposts,
+                events=events,
+                moved=moved,
+                removed_clusters=[g for g in state.merged_into if g not in state.new_clusters and g in before],
+            )
+        )
+        stats.new_clusters = sum(1 for e in events if e.kind == "created")
+        stats.grown_clusters = sum(1 for e in events if e.kind == "grew")
+        stats.merged_clusters = sum(1 for e in events if e.kind == "merged")
+        stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
+        return stats
+
+
+def _member_of(page: Page) -> Member:
+    cleaned = page.cleaned
+    return Member(
+        doc_id=page.doc_id,
+        url=cleaned.article.url,
+        host=cleaned.article.host,
+        n_shingles=page.signature.n_shingles,
+        marks_copy=cleaned.marks_copy,
+        published_at=cleaned.article.published_at,
+        first_seen_run=page.first_seen_run or 0,
+        copy_marker_texts=tuple(m.text for m in cleaned.markers if m.marks_copy),
+        attributions=cleaned.attributions,
+    )

@@ -1,0 +1,298 @@
+"""Clean stage: take the repost markers out of the text and keep them as evidence.
+
+Rules are data (`dedup/rules/*.toml`, plus any files a user adds). A rule
+matches one paragraph of the extracted text, after the paragraph is folded
+(NFKC, case-folded, quotes straightened, whitespace collapsed) so the rule
+tolerates full-width characters, punctuation and spacing variants.
+
+Rule fields:
+  id          unique name, reported in `markers.rule`
+  kind        disclaimer | credit | dateline | boilerplate
+  lang        language code, or "*" for any
+  all         regexes that must all match the folded paragraph
+  none        regexes that, if any matches, veto the rule (guards)
+  max_chars   the rule only applies to paragraphs up to this length
+  zone        "edges" (default: the first and last few paragraphs), "head",
+              "tail" or "anywhere"
+  marks_copy  the marker says "this page is a copy" (default true for
+              disclaimer and credit, false otherwise)
+  source      for credits: a regex with a named group `source`, matched
+              against the original paragraph, that names the credited source
+
+A paragraph that any `[[guard]]` pattern matches is never cut (photo credits,
+for example).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dedup.extract import host_of
+from dedup.models import Article, Attribution, CleanedArticle, Marker
+
+RULES_DIR = Path(__file__).parent / "rules"
+KINDS = ("disclaimer", "credit", "dateline", "boilerplate")
+ZONES = ("edges", "head", "tail", "anywhere")
+
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'", "–": "-", "—": "-"})
+_DOMAIN = re.compile(r"^(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:/\S*)?$", re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
+
+
+class RuleError(ValueError):
+    """A rule file that cannot be used; the message names the file and the rule."""
+
+
+def fold(text: str) -> str:
+    """The form rules are matched against."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    kind: str
+    lang: str
+    all: tuple[re.Pattern[str], ...]
+    none: tuple[re.Pattern[str], ...] = ()
+    max_chars: int = 600
+    zone: str = "edges"
+    marks_copy: bool = False
+    source: re.Pattern[str] | None = None
+
+    def matches(self, folded: str) -> bool:
+        return (
+            len(folded) <= self.max_chars
+            and all(p.search(folded) for p in self.all)
+            and not any(p.search(folded) for p in self.none)
+        )
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    guards: tuple[re.Pattern[str], ...] = ()
+
+    def is_guarded(self, folded: str) -> bool:
+        return any(g.search(folded) for g in self.guards)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    # Paragraphs counted as the head and the tail of an article: where
+    # aggregators put datelines, credits and disclaimers. The dev corpus puts
+    # up to four marker paragraphs at the tail (two disclaimers and two
+    # credits on a copy of a copy); five leaves a margin.
+    head_paragraphs: int = 3
+    tail_paragraphs: int = 5
+    extra_rule_dirs: tuple[Path, ...] = ()
+    rules: RuleSet = field(default_factory=lambda: load_rules())
+
+
+def _compile(pattern: object, where: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str) or not pattern:
+        raise RuleError(f"{where}: a pattern must be a non-empty string")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise RuleError(f"{where}: bad regular expression {pattern!r}: {exc}") from exc
+
+
+def _rule_from_table(table: dict, where: str) -> Rule:
+    rule_id = table.get("id")
+    if not isinstance(rule_id, str) or not rule_id:
+        raise RuleError(f"{where}: every rule needs an `id`")
+    where = f"{where} rule {rule_id}"
+    kind = table.get("kind")
+    if kind not in KINDS:
+        raise RuleError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    zone = table.get("zone", "edges")
+    if zone not in ZONES:
+        raise RuleError(f"{where}: zone must be one of {', '.join(ZONES)}, got {zone!r}")
+    patterns = table.get("all")
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    if not patterns:
+        raise RuleError(f"{where}: needs `all`, a list of one or more regexes")
+    source = table.get("source")
+    unknown = set(table) - {"id", "kind", "lang", "all", "none", "max_chars", "zone", "marks_copy", "source"}
+    if unknown:
+        raise RuleError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    return Rule(
+        id=rule_id,
+        kind=kind,
+        lang=str(table.get("lang", "*")),
+        all=tuple(_compile(p, where) for p in patterns),
+        none=tuple(_compile(p, where) for p in table.get("none", [])),
+        max_chars=int(table.get("max_chars", 600)),
+        zone=zone,
+        marks_copy=bool(table.get("marks_copy", kind in ("disclaimer", "credit"))),
+        source=_compile(source, where) if source is not None else None,
+    )
+
+
+def load_rules(extra_dirs: tuple[Path, ...] = ()) -> RuleSet:
+    """Load the packaged rule files, then the user's (`*.toml` in each extra dir)."""
+    files = sorted(RULES_DIR.glob("*.toml"))
+    for directory in extra_dirs:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise RuleError(f"rule directory not found: {directory} (set REPOSTS_RULES_DIR to a folder of .toml rule files)")
+        files.extend(sorted(directory.glob("*.toml")))
+    rules: list[Rule] = []
+    guards: list[re.Pattern[str]] = []
+    seen: set[str] = set()
+    for path in files:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RuleError(f"{path}: not valid TOML: {exc}") from exc
+        for table in data.get("rule", []):
+            rule = _rule_from_table(table, str(path.name))
+            if rule.id in seen:
+                raise RuleError(f"{path.name}: rule id {rule.id!r} is defined twice")
+            seen.add(rule.id)
+            rules.append(rule)
+        for table in data.get("guard", []):
+            guards.append(_compile(table.get("pattern"), f"{path.name} guard"))
+    return RuleSet(rules=tuple(rules), guards=tuple(guards))
+
+
+def _credited_source(rule: Rule, paragraph: str) -> tuple[str | None, str | None]:
+    """The source a credit names: (name, url)."""
+    url_match = _URL_IN_TEXT.search(paragraph)
+    url = url_match.group(0).rstrip(".,;") if url_match else None
+    name = None
+    if rule.source is not None:
+        found = rule.source.search(unicodedata.normalize("NFKC", paragraph))
+        if found and found.groupdict().get("source"):
+            name = found.group("source").strip(" .,:;|-\"'")
+    if name and url is None:
+        domain = _DOMAIN.match(name)
+        if domain:
+            url = name if name.lower().startswith("http") else None
+            name = domain.group(1).lower()
+    return (name or None), url
+
+
+def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
+    """Remove marker paragraphs from the article text; return body, markers and attributions."""
+    paragraphs = article.text.split("\n")
+    n = len(paragraphs)
+    markers: list[Marker] = []
+    kept: list[str] = []
+    for index, paragraph in enumerate(paragraphs):
+        if not fold(paragraph):
+            continue
+        zones = {"anywhere"}
+        if index < config.head_paragraphs:
+            zones |= {"head", "edges"}
+        if index >= n - config.tail_paragraphs:
+            zones |= {"tail", "edges"}
+        marker = _first_marker(paragraph, index, zones, config.rules)
+        if marker is not None:
+            markers.append(marker)
+            continue
+        if "tail" in zones:
+            paragraph = _peel_tail(paragraph, index, zones, config.rules, markers)
+        if paragraph:
+            kept.append(paragraph)
+    return CleanedArticle(
+        article=article,
+        body="\n".join(kept).strip(),
+        markers=tuple(markers),
+        attributions=tuple(attributions_of(article, markers)),
+    )
+
+
+# Sentence ends, and the " | " that templates put between furniture items.
+_SEGMENT_BREAK = re.compile(r"(?<=[.!?。！？])\s+|\s+\|\s*|\s*\|\s+")
+# How many trailing sentences a disclaimer may span when a template glued it
+# to the last paragraph of the story (the dev corpus has three-sentence ones).
+_MAX_PEEL_SEGMENTS = 4
+
+
+def _peel_tail(paragraph: str, index: int, zones: set[str], rules: RuleSet, markers: list[Marker]) -> str:
+    """Cut markers glued to the end of a paragraph, one sentence group at a time."""
+    segments = [s for s in _SEGMENT_BREAK.split(paragraph) if s and s.strip(" |")]
+    peeled: list[Marker] = []
+    while len(segments) > 1:
+        for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments) - 1) + 1):
+            marker = _first_marker(" ".join(segments[-k:]), index, zones, rules)
+            if marker is not None:
+                peeled.append(marker)
+                del segments[-k:]
+                break
+        else:
+            break
+    if not peeled:
+        return paragraph
+    markers.extend(reversed(peeled))
+    return " ".join(segments)
+
+
+def _first_marker(paragraph: str, index: int, zones: set[str], rules: RuleSet) -> Marker | None:
+    folded = fold(paragraph)
+    if rules.is_guarded(folded):
+        return None
+    best: Rule | None = None
+    for rule in rules.rules:
+        if rule.zone not in zones:
+            continue
+        if rule.matches(folded):
+            # a rule that says "copy" outranks one that does not (a repost
+            # disclaimer that also says "not investment advice")
+            if best is None or (rule.marks_copy and not best.marks_copy):
+                best = rule
+    if best is None:
+        return None
+    name, url = _credited_source(best, paragraph) if best.kind == "credit" else (None, None)
+    return Marker(
+        kind=best.kind,
+        rule=best.id,
+        text=paragraph.strip(),
+        position=index,
+        marks_copy=best.marks_copy,
+        source_name=name,
+        source_url=url,
+    )
+
+
+def attributions_of(article: Article, markers: list[Marker]) -> list[Attribution]:
+    """The evidence on a page that names where it came from."""
+    found: list[Attribution] = []
+    own_host = article.host
+    for kind, url in (("canonical", article.canonical_url), ("og_url", article.og_url), ("declared", article.declared_source_url)):
+        host = host_of(url)
+        if url and host and _different_site(host, own_host):
+            found.append(Attribution(kind=kind, strength="strong", source_name=host, source_url=url))
+    for marker in markers:
+        if marker.kind == "credit" and marker.marks_copy and (marker.source_name or marker.source_url):
+            strength = "strong" if marker.source_url else "medium"
+            name = marker.source_name or host_of(marker.source_url)
+            found.append(Attribution(kind="credit", strength=strength, source_name=name, source_url=marker.source_url))
+        elif marker.marks_copy and marker.kind == "disclaimer":
+            found.append(Attribution(kind="disclaimer", strength="weak"))
+    return found
+
+
+# second-level labels under a country code that are not themselves a site (example.co.uk)
+_SHARED_SECOND_LEVEL = {"co", "com", "net", "org", "gov", "ac", "edu"}
+
+
+def site_key(host: str | None) -> str:
+    """The part of a host that names the site: news.example.com -> example.com."""
+    if not host:
+        return ""
+    parts = host.lower().removeprefix("www.").split(".")
+    keep = 3 if len(parts) >= 3 and parts[-2] in _SHARED_SECOND_LEVEL and len(parts[-1]) == 2 else 2
+    return ".".join(parts[-keep:])
+
+
+def _different_site(host: str, other: str | None) -> bool:
+    return site_key(host) != site_key(other)

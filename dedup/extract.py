@@ -1,0 +1,173 @@
+"""Extract stage: text and metadata of a page, with trafilatura.
+
+The page is decoded here (the HTTP charset first, then the page's own meta
+charset) and parsed once; the link metadata that trafilatura does not keep
+apart (canonical, og:url, a declared original source) is read from the same
+tree before trafilatura extracts the text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin, urlsplit
+
+from lxml.html import HtmlElement
+from trafilatura import bare_extraction
+from trafilatura.utils import load_html
+
+from dedup.models import Article, FetchedPage
+
+
+class ExtractionError(Exception):
+    """A page that yields no article text; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    # trafilatura's `fast` mode skips its fallback extractors (see benchmarks/).
+    fast: bool = False
+    # Below this many characters of text a page is recorded as "no article".
+    min_text_chars: int = 100
+    # Search the whole page for a date (htmldate's extensive search).
+    extensive_date_search: bool = True
+
+
+# Legacy Chinese encodings are subsets of GB18030; decoding with the superset
+# keeps characters that a mislabelled page uses beyond its declared set.
+_CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "iso-8859-1": "cp1252", "latin-1": "cp1252"}
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_\-:.]+)""", re.IGNORECASE)
+_HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?([A-Za-z0-9_\-:.]+)", re.IGNORECASE)
+
+
+def _known_charset(name: str | None) -> str | None:
+    if not name:
+        return None
+    name = _CHARSET_ALIASES.get(name.lower(), name.lower())
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_html(page: FetchedPage) -> str:
+    """Decode the body: the HTTP charset, else the meta charset, else UTF-8."""
+    body = page.html or b""
+    header = _HEADER_CHARSET.search(page.content_type or "")
+    charset = _known_charset(header.group(1) if header else None)
+    if charset is None:
+        meta = _META_CHARSET.search(body[:4096])
+        charset = _known_charset(meta.group(1).decode("ascii", "ignore") if meta else None)
+    if charset is None:
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            charset = "cp1252"
+    return body.decode(charset, errors="replace")
+
+
+def _first(tree: HtmlElement, xpath: str) -> str | None:
+    for value in tree.xpath(xpath):
+        value = str(value).strip()
+        if value:
+            return value
+    return None
+
+
+def _json_ld_based_on(tree: HtmlElement) -> str | None:
+    """schema.org `isBasedOn` (or `isBasedOnUrl`) in JSON-LD: the page names its source."""
+    for script in tree.xpath('//script[@type="application/ld+json"]/text()'):
+        if "isBasedOn" not in script:
+            continue
+        try:
+            data = json.loads(script)
+        except ValueError:
+            continue
+        stack = [data]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                for key in ("isBasedOn", "isBasedOnUrl"):
+                    value = item.get(key)
+                    if isinstance(value, str) and value.strip():
+                        return value.strip()
+                    if isinstance(value, dict) and isinstance(value.get("url") or value.get("@id"), str):
+                        return (value.get("url") or value.get("@id")).strip()
+                stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+    return None
+
+
+def _absolute(base: str, href: str | None) -> str | None:
+    if not href:
+        return None
+    absolute = urljoin(base, href) if urlsplit(base).scheme in ("http", "https") else href
+    return absolute if urlsplit(absolute).scheme in ("http", "https") else None
+
+
+def host_of(url: str | None) -> str | None:
+    if not url:
+        return None
+    host = urlsplit(url).hostname
+    return host.lower() if host else None
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=None)
+    except ValueError:
+        return None
+
+
+def extract_article(page: FetchedPage, config: ExtractConfig) -> Article:
+    """Extract an article from a fetched page; raises ExtractionError with the reason."""
+    if not page.ok:
+        raise ExtractionError(page.error or "nothing fetched")
+    html = decode_html(page)
+    tree = load_html(html)
+    if tree is None:
+        raise ExtractionError("not parseable as HTML")
+    base = page.final_url or page.url
+    canonical = _absolute(base, _first(tree, '//link[@rel="canonical"]/@href'))
+    og_url = _absolute(base, _first(tree, '//meta[@property="og:url"]/@content'))
+    declared = _absolute(base, _first(tree, '//meta[@name="original-source"]/@content') or _json_ld_based_on(tree))
+    lang = _first(tree, "/html/@lang") or _first(tree, '//meta[@http-equiv="content-language"]/@content')
+    document = bare_extraction(
+        tree,
+        url=base if urlsplit(base).scheme in ("http", "https") else (canonical or og_url),
+        with_metadata=True,
+        fast=config.fast,
+        include_comments=False,
+        include_tables=True,
+        date_extraction_params={
+            "original_date": True,
+            "extensive_search": config.extensive_date_search,
+            "outputformat": "%Y-%m-%dT%H:%M:%S",
+        },
+    )
+    text = (document.text or "").strip() if document is not None else ""
+    if len(text) < config.min_text_chars:
+        raise ExtractionError(f"no article text (extracted {len(text)} characters)")
+    host = host_of(base) or host_of(canonical) or host_of(og_url) or ""
+    return Article(
+        url=page.url,
+        final_url=base,
+        host=host,
+        fetched_at=page.fetched_at,
+        text=text,
+        title=document.title,
+        author=document.author,
+        site_name=document.sitename,
+        published_at=_parse_date(document.date),
+        lang=(lang or document.language or None) and (lang or document.language).split("-")[0].split("_")[0].lower(),
+        canonical_url=canonical,
+        og_url=og_url,
+        declared_source_url=declared,
+        source=page.source,
+    )

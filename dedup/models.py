@@ -1,0 +1,181 @@
+"""The values the stages hand to each other.
+
+Each stage takes and returns these small dataclasses, never dicts, so a
+stage can be tested on its own and its contract is readable here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    """One fetch attempt or archive record, successful or not.
+
+    `html` is the raw body (bytes, undecoded) when the attempt produced one;
+    `error` is a one-line reason when it did not.
+    """
+
+    url: str
+    source: str  # "http" for a live fetch, "warc:<file name>" for an archive record
+    fetched_at: datetime
+    final_url: str | None = None
+    status: int | None = None
+    content_type: str | None = None
+    html: bytes | None = None
+    error: str | None = None
+    elapsed_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.html is not None
+
+    @property
+    def n_bytes(self) -> int:
+        return len(self.html) if self.html is not None else 0
+
+
+@dataclass(frozen=True)
+class Article:
+    """What extraction found in a page: the text and its metadata."""
+
+    url: str
+    final_url: str
+    host: str
+    fetched_at: datetime
+    text: str
+    title: str | None = None
+    author: str | None = None
+    site_name: str | None = None
+    published_at: datetime | None = None
+    lang: str | None = None
+    canonical_url: str | None = None
+    og_url: str | None = None
+    # <meta name="original-source"> or schema.org isBasedOn: a page naming its source itself
+    declared_source_url: str | None = None
+    source: str = ""  # how it was read: "http" or "warc:<file name>"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A span that cleaning removed from the text, and the rule that removed it."""
+
+    kind: str  # disclaimer, credit, dateline, boilerplate
+    rule: str
+    text: str
+    position: int  # index of the paragraph (line) in the extracted text
+    # True when the marker says the page is a copy (a repost disclaimer, a
+    # credit); False for markers any page may carry (a risk footer, a dateline).
+    marks_copy: bool = False
+    source_name: str | None = None
+    source_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Evidence that names where a page came from."""
+
+    kind: str  # canonical, og_url, declared, credit, disclaimer
+    strength: str  # strong, medium, weak
+    source_name: str | None = None
+    source_url: str | None = None
+
+
+@dataclass(frozen=True)
+class CleanedArticle:
+    article: Article
+    body: str  # the text minus the markers: what gets fingerprinted
+    markers: tuple[Marker, ...] = ()
+    attributions: tuple[Attribution, ...] = ()
+
+    @property
+    def marks_copy(self) -> bool:
+        return any(m.marks_copy for m in self.markers)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A body's shingle set and its MinHash values."""
+
+    shingles: frozenset[str]
+    hashvalues: bytes  # the MinHash hash values, in the scheme's dtype, as bytes
+
+    @property
+    def n_shingles(self) -> int:
+        return len(self.shingles)
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """Exact similarity of two shingle sets, both directions of containment."""
+
+    jaccard: float
+    a_in_b: float  # share of a's shingles that are in b
+    b_in_a: float
+
+
+@dataclass
+class Page:
+    """A document on its way through link and provenance: a cleaned article
+    with its signature and its id in the store."""
+
+    doc_id: int
+    cleaned: CleanedArticle
+    signature: Signature
+    cluster_id: int | None = None
+    first_seen_run: int | None = None
+
+    @property
+    def article(self) -> Article:
+        return self.cleaned.article
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A verified near-duplicate pair (unordered until provenance directs it)."""
+
+    a: int
+    b: int
+    similarity: Similarity
+
+
+@dataclass(frozen=True)
+class Repost:
+    """A directed edge: `doc_id` was copied from `source_doc_id`."""
+
+    doc_id: int
+    source_doc_id: int
+    cluster_id: int
+    jaccard: float
+    containment: float  # share of the copy's shingles found in its source
+    evidence: str
+
+
+@dataclass
+class Cluster:
+    cluster_id: int
+    members: list[int]
+    original_doc_id: int | None
+    attributed_source: str | None
+    confidence: float
+    reason: str
+    first_published_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    cluster_id: int
+    kind: str  # created, grew, merged, original_changed
+    detail: str
+    other_cluster_id: int | None = None
+
+
+@dataclass
+class ProvenanceResult:
+    clusters: list[Cluster] = field(default_factory=list)
+    reposts: list[Repost] = field(default_factory=list)
+    events: list[ClusterEvent] = field(default_factory=list)
+    # doc_id -> cluster_id for every page whose cluster was (re)decided
+    assignment: dict[int, int] = field(default_factory=dict)

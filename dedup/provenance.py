@@ -1,0 +1,395 @@
+"""Provenance stage: clusters that resist chaining, the original, the repost tree.
+
+Clustering is incremental and centre-based: a page joins the cluster whose
+centre (its original, or its largest page while no original is known) it
+matches, so one bad edge between two peripheral copies cannot glue two stories
+together. Two clusters merge only when their centres match each other.
+
+The original is chosen from evidence, in this order of weight: repost markers
+rule a page out; attributions (canonical, og:url, credits) that point at a
+member vote for it; a page that contains the others is likelier the source;
+an earlier date helps but never decides alone; the first seen breaks ties.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from dedup.clean import fold, site_key
+from dedup.extract import host_of
+from dedup.models import Attribution, Cluster, ClusterEvent, Repost, Similarity
+
+
+@dataclass(frozen=True)
+class ProvenanceConfig:
+    # A page joins a cluster through a non-centre member only on a strong
+    # match (near-identical copies); weaker links must reach the centre.
+    strong_jaccard: float = 0.6
+    # A host whose known pages carry repost markers at least this often is an
+    # aggregator; its unmarked pages are not taken for originals. Counted only
+    # once the host has this many pages stored.
+    aggregator_copy_share: float = 0.5
+    aggregator_min_pages: int = 3
+    # weights of the evidence for choosing between unmarked candidates
+    weight_attribution: float = 3.0
+    weight_containment: float = 2.0
+    weight_earliest_date: float = 1.0
+
+
+@dataclass
+class Member:
+    """What provenance needs to know about one page."""
+
+    doc_id: int
+    url: str
+    host: str
+    n_shingles: int
+    marks_copy: bool
+    published_at: datetime | None = None
+    first_seen_run: int = 0
+    copy_marker_texts: tuple[str, ...] = ()
+    attributions: tuple[Attribution, ...] = ()
+    cluster_id: int | None = None
+
+
+SimilarityOf = Callable[[int, int], Similarity]
+
+
+@dataclass
+class Decision:
+    original_doc_id: int | None
+    confidence: float
+    reason: str
+    attributed_source: str | None = None
+
+
+def _norm_url(url: str | None) -> str:
+    if not url:
+        return ""
+    url = url.split("#")[0].rstrip("/").lower()
+    for prefix in ("https://", "http://"):
+        url = url.removeprefix(prefix)
+    return url.removeprefix("www.")
+
+
+def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Member, Attribution]]:
+    """Members of the cluster that `member`'s attributions point at (other sites only)."""
+    found = []
+    for attribution in member.attributions:
+        if attribution.kind == "disclaimer":
+            continue
+        wanted_url = _norm_url(attribution.source_url)
+        wanted_site = site_key(host_of(attribution.source_url) or _hostlike(attribution.source_name))
+        for other in members:
+            if other.doc_id == member.doc_id or site_key(other.host) == site_key(member.host):
+                continue
+            if (wanted_url and _norm_url(other.url) == wanted_url) or (wanted_site and site_key(other.host) == wanted_site):
+                found.append((other, attribution))
+    return found
+
+
+def _hostlike(name: str | None) -> str | None:
+    if not name:
+        return None
+    name = name.strip().lower()
+    return name if "." in name and " " not in name else None
+
+
+def _credited_name(members: list[Member]) -> str | None:
+    """The source the copies credit most, when it is not one of them."""
+    names = Counter()
+    member_sites = {site_key(m.host) for m in members}
+    for member in members:
+        for attribution in member.attributions:
+            if attribution.kind == "disclaimer":
+                continue
+            name = attribution.source_name or host_of(attribution.source_url)
+            if name and site_key(_hostlike(name) or "") not in member_sites:
+                names[name] += 1
+    return names.most_common(1)[0][0] if names else None
+
+
+def choose_original(
+    members: list[Member],
+    similarity_of: SimilarityOf,
+    aggregator_hosts: set[str],
+    config: ProvenanceConfig,
+) -> Decision:
+    """Pick the cluster's original, or say that it is missing, with the reason."""
+    if len(members) == 1:
+        only = members[0]
+        if only.marks_copy:
+            return Decision(None, 0.5, "single page that carries repost markers; its original is not in the database", _credited_name(members))
+        return Decision(only.doc_id, 0.5, "single page, no copies found")
+    copies = [m for m in members if m.marks_copy]
+    candidates = [m for m in members if not m.marks_copy and m.host not in aggregator_hosts]
+    votes: Counter[int] = Counter()
+    vote_kinds: dict[int, set[str]] = {}
+    for member in members:
+        for target, attribution in attribution_targets(member, members):
+            weight = 1.0 if attribution.strength == "strong" else 0.7 if attribution.strength == "medium" else 0.3
+            votes[target.doc_id] += weight
+            vote_kinds.setdefault(target.doc_id, set()).add(attribution.kind)
+    if not candidates:
+        credited = _credited_name(members)
+        why = f"all {len(members)} pages carry repost markers or come from aggregator hosts; the original is not in the database"
+        if credited:
+            why += f"; the copies credit {credited}"
+        return Decision(None, 0.8 if copies else 0.5, why, credited)
+
+    dated = [m.published_at for m in candidates if m.published_at]
+    earliest = min(dated) if dated else None
+    scored = []
+    for candidate in candidates:
+        others = [m for m in members if m.doc_id != candidate.doc_id]
+        contains = sum(_share_in(o, candidate, similarity_of) for o in others) / len(others)
+        score = (
+            config.weight_attribution * min(votes[candidate.doc_id], 2.0)
+            + config.weight_containment * contains
+            + (config.weight_earliest_date if earliest and candidate.published_at == earliest and len(dated) > 1 else 0.0)
+        )
+        scored.append((score, -candidate.first_seen_run, -candidate.doc_id, candidate, contains))
+    scored.sort(key=lambda s: s[:3], reverse=True)
+    best_score, _, _, best, contains = scored[0]
+    reasons = []
+    if len(candidates) == 1:
+        reasons.append(f"the only page without repost markers; {len(copies)} of {len(members)} carry disclaimers or credits")
+    else:
+        reasons.append(f"{len(candidates)} pages carry no repost markers")
+    if votes[best.doc_id]:
+        reasons.append(f"named as source by {', '.join(sorted(vote_kinds[best.doc_id]))}")
+    reasons.append(f"contains {contains:.0%} of the other pages' text on average")
+    if earliest and best.published_at == earliest and len(dated) > 1:
+        reasons.append("earliest date among the candidates")
+    if len(candidates) == 1:
+        confidence = 0.95 if copies else 0.7
+    else:
+        margin = best_score - scored[1][0]
+        confidence = round(min(0.9, 0.5 + margin / 4), 2)
+    return Decision(best.doc_id, confidence, "; ".join(reasons))
+
+
+def _share_in(part: Member, whole: Member, similarity_of: SimilarityOf) -> float:
+    """Share of `part`'s shingles found in `whole`."""
+    return similarity_of(part.doc_id, whole.doc_id).a_in_b
+
+
+def repost_tree(members: list[Member], original: int | None, centre: int, similarity_of: SimilarityOf) -> list[Repost]:
+    """Each copy's most likely source: a member it credits, a copy whose
+    disclaimer it carries (a copy of a copy), else the original."""
+    by_id = {m.doc_id: m for m in members}
+    root = original if original is not None else centre
+    reposts: list[Repost] = []
+    for member in members:
+        if member.doc_id == root:
+            continue
+        source, evidence = None, ""
+        credited = [t for t, a in attribution_targets(member, members) if _fewer_markers(t, member)]
+        carried = _carried_disclaimer_sources(member, members)
+        if credited:
+            source = max(credited, key=lambda t: similarity_of(member.doc_id, t.doc_id).a_in_b)
+            evidence = f"credits {source.host}"
+        elif carried:
+            source = max(carried, key=lambda t: similarity_of(member.doc_id, t.doc_id).a_in_b)
+            evidence = f"carries the repost disclaimer of {source.host} (a copy of a copy)"
+        else:
+            source = by_id[root]
+            evidence = "copy of the original" if original is not None else "copy of the largest page (original not in the database)"
+        sim = similarity_of(member.doc_id, source.doc_id)
+        reposts.append(
+            Repost(
+                doc_id=member.doc_id,
+                source_doc_id=source.doc_id,
+                cluster_id=member.cluster_id or 0,
+                jaccard=round(sim.jaccard, 4),
+                containment=round(sim.a_in_b, 4),
+                evidence=evidence,
+            )
+        )
+    return reposts
+
+
+def _fewer_markers(source: Member, copy: Member) -> bool:
+    """A source has fewer repost markers than its copy: this keeps the tree acyclic."""
+    return len(source.copy_marker_texts) < len(copy.copy_marker_texts)
+
+
+def _carried_disclaimer_sources(member: Member, members: list[Member]) -> list[Member]:
+    own = {fold(t) for t in member.copy_marker_texts}
+    if len(own) < 2:
+        return []
+    return [
+        other
+        for other in members
+        if other.doc_id != member.doc_id
+        and other.host != member.host
+        and other.copy_marker_texts
+        and _fewer_markers(other, member)
+        and {fold(t) for t in other.copy_marker_texts} & own
+    ]
+
+
+@dataclass
+class ClusterState:
+    """Clusters touched by a batch: membership, centres and what changed."""
+
+    members: dict[int, Member]
+    cluster_members: dict[int, list[int]]
+    previous_original: dict[int, int | None] = field(default_factory=dict)
+    previous_size: dict[int, int] = field(default_factory=dict)
+    merged_into: dict[int, int] = field(default_factory=dict)
+    new_clusters: set[int] = field(default_factory=set)
+
+
+def assign_pages(
+    state: ClusterState,
+    new_ids: list[int],
+    neighbours: dict[int, dict[int, Similarity]],
+    similarity_of: SimilarityOf,
+    aggregator_hosts: set[str],
+    config: ProvenanceConfig,
+) -> None:
+    """Put each new page into a cluster (updating `state` in place).
+
+    Likely originals go first (unmarked, then larger), so they become centres
+    and the copies of a batch attach to them.
+    """
+    centre_cache: dict[int, int] = {}
+
+    def centre(cluster_id: int) -> int:
+        if cluster_id not in centre_cache:
+            member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
+            decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
+            centre_cache[cluster_id] = (
+                decision.original_doc_id
+                if decision.original_doc_id is not None
+                else max(member_list, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
+            )
+        return centre_cache[cluster_id]
+
+    order = sorted(new_ids, key=lambda d: (state.members[d].marks_copy, -state.members[d].n_shingles, d))
+    for doc_id in order:
+        member = state.members[doc_id]
+        linked = {
+            other: sim
+            for other, sim in neighbours.get(doc_id, {}).items()
+            if state.members.get(other) is not None and state.members[other].cluster_id is not None
+        }
+        target = _pick_cluster(doc_id, linked, state, centre, config)
+        if target is None:
+            target = doc_id  # a new cluster takes its founding page's id
+            state.cluster_members[target] = []
+            state.new_clusters.add(target)
+        member.cluster_id = target
+        state.cluster_members[target].append(doc_id)
+        centre_cache.pop(target, None)
+        if centre(target) == doc_id:
+            _merge_matching_centres(target, doc_id, linked, state, centre, centre_cache)
+
+
+def _strength(sim: Similarity) -> float:
+    return max(sim.jaccard, sim.a_in_b, sim.b_in_a)
+
+
+def _pick_cluster(doc_id, linked, state: ClusterState, centre, config: ProvenanceConfig) -> int | None:
+    by_cluster: dict[int, list[tuple[int, Similarity]]] = {}
+    for other, sim in linked.items():
+        by_cluster.setdefault(state.members[other].cluster_id, []).append((other, sim))
+    if not by_cluster:
+        return None
+    centre_hits = [
+        (_strength(sim), -cluster_id, cluster_id)
+        for cluster_id, hits in by_cluster.items()
+        for other, sim in hits
+        if other == centre(cluster_id)
+    ]
+    if centre_hits:
+        return max(centre_hits)[2]
+    strong = [
+        (sim.jaccard, -cluster_id, cluster_id)
+        for cluster_id, hits in by_cluster.items()
+        for _, sim in hits
+        if sim.jaccard >= config.strong_jaccard
+    ]
+    if strong:
+        return max(strong)[2]
+    # several members of one cluster match, none strongly: join the one with most
+    counted = sorted(((len(hits), -cid, cid) for cid, hits in by_cluster.items()), reverse=True)
+    return counted[0][2] if counted[0][0] >= 2 else None
+
+
+def _merge_matching_centres(target: int, new_centre: int, linked, state: ClusterState, centre, centre_cache) -> None:
+    """The page just became the centre of `target`: clusters whose centre it
+    matches are the same story and merge into the older id."""
+    others = {state.members[o].cluster_id for o in linked} - {target}
+    for other_cluster in sorted(others):
+        if other_cluster not in state.cluster_members or other_cluster == target:
+            continue
+        if centre(other_cluster) not in linked:
+            continue
+        keep, gone = min(target, other_cluster), max(target, other_cluster)
+        for doc_id in state.cluster_members[gone]:
+            state.members[doc_id].cluster_id = keep
+        state.cluster_members[keep].extend(state.cluster_members.pop(gone))
+        state.merged_into[gone] = keep
+        state.new_clusters.discard(gone)
+        centre_cache.pop(keep, None)
+        centre_cache.pop(gone, None)
+        target = keep
+
+
+def decide_clusters(
+    state: ClusterState,
+    touched: set[int],
+    similarity_of: SimilarityOf,
+    aggregator_hosts: set[str],
+    config: ProvenanceConfig,
+) -> tuple[list[Cluster], list[Repost], list[ClusterEvent]]:
+    """Final original, reason, tree and change events for each touched cluster."""
+    clusters, reposts, events = [], [], []
+    for gone, keep in sorted(state.merged_into.items()):
+        if gone not in state.new_clusters:
+            events.append(ClusterEvent(cluster_id=keep, kind="merged", detail=f"cluster {gone} merged in", other_cluster_id=gone))
+    for cluster_id in sorted(touched):
+        if cluster_id not in state.cluster_members:
+            continue
+        member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
+        decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
+        centre = (
+            decision.original_doc_id
+            if decision.original_doc_id is not None
+            else max(member_list, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
+        )
+        original = state.members.get(decision.original_doc_id) if decision.original_doc_id is not None else None
+        dates = [m.published_at for m in member_list if m.published_at]
+        first_published = original.published_at if original and original.published_at else (min(dates) if dates else None)
+        clusters.append(
+            Cluster(
+                cluster_id=cluster_id,
+                members=[m.doc_id for m in member_list],
+                original_doc_id=decision.original_doc_id,
+                attributed_source=decision.attributed_source,
+                confidence=decision.confidence,
+                reason=decision.reason,
+                first_published_at=first_published,
+            )
+        )
+        reposts.extend(repost_tree(member_list, decision.original_doc_id, centre, similarity_of))
+        if cluster_id in state.new_clusters:
+            events.append(ClusterEvent(cluster_id=cluster_id, kind="created", detail=f"{len(member_list)} page(s)"))
+            continue
+        before = state.previous_size.get(cluster_id, 0)
+        if len(member_list) > before:
+            events.append(ClusterEvent(cluster_id=cluster_id, kind="grew", detail=f"{before} -> {len(member_list)} pages"))
+        if state.previous_original.get(cluster_id) != decision.original_doc_id:
+            events.append(
+                ClusterEvent(
+                    cluster_id=cluster_id,
+                    kind="original_changed",
+                    detail=f"{state.previous_original.get(cluster_id)} -> {decision.original_doc_id}: {decision.reason}",
+                )
+            )
+    return clusters, reposts, events

@@ -1,0 +1,372 @@
+"""Store stage: the DuckDB database, its migrations, and batched writes.
+
+A connection is opened for each read or write and closed right after, so the
+pipeline holds DuckDB's file lock only while it works on the database and a
+person can query between batches. Each batch is written in one transaction:
+a crash leaves the database as it was before that batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, Marker, Page, Repost, Similarity
+from dedup.provenance import Member
+
+
+class StoreError(Exception):
+    """A database that cannot be used; the message says what to do."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of the packaged migrations, in order."""
+    found = []
+    for entry in resources.files("dedup.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class StoredMember:
+    member: Member
+    body: str
+
+
+@dataclass
+class BatchWrite:
+    """Everything one batch adds or changes, written in one transaction."""
+
+    run_id: int
+    pages: list[Page]
+    fetches: list[FetchedPage]
+    pairs: dict[tuple[int, int], Similarity]
+    clusters: list[Cluster]
+    reposts: list[Repost]
+    events: list[ClusterEvent]
+    moved: dict[int, int]  # stored doc_id -> its new cluster_id (after a merge)
+    removed_clusters: list[int]  # clusters merged into others
+
+
+class Store:
+    def __init__(self, path: str | Path, lock_wait_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.lock_wait_s = lock_wait_s
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the database, waiting while another process holds its lock."""
+        if read_only and not self.path.exists():
+            raise StoreError(f"no database at {self.path} (run `reposts crawl`, `ingest` or `demo` first, or pass --db)")
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
+                if time.monotonic() >= deadline:
+                    holder = _lock_holder(str(exc))
+                    raise StoreError(
+                        f"{self.path} is in use by another process{holder}; waited {self.lock_wait_s:.0f}s. "
+                        "Try again when that run has finished."
+                    ) from exc
+                time.sleep(0.2)
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- schema ------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self.connect() as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)"
+            )
+            applied = {v for (v,) in con.execute("SELECT version FROM schema_migrations").fetchall()}
+            for version, name, sql in migrations():
+                if version in applied:
+                    continue
+                con.execute("BEGIN")
+                try:
+                    con.execute(sql)
+                    con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, _now()])
+                    con.execute("COMMIT")
+                except Exception:
+                    con.execute("ROLLBACK")
+                    raise
+
+    def check_signature_params(self, params: dict[str, str]) -> None:
+        """Signatures are only comparable with the settings they were made with."""
+        with self.connect() as con:
+            stored = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            if not stored:
+                con.executemany("INSERT INTO meta VALUES (?, ?)", list(params.items()))
+                return
+        differing = {k: (stored.get(k), v) for k, v in params.items() if stored.get(k) != v}
+        if differing:
+            detail = ", ".join(f"{k}: stored {a}, configured {b}" for k, (a, b) in sorted(differing.items()))
+            raise StoreError(f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings")
+
+    # -- runs --------------------------------------------------------------
+
+    def start_run(self, kind: str, flow_run_id: str | None, params: dict) -> int:
+        with self.connect() as con:
+            (run_id,) = con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs").fetchone()
+            con.execute(
+                "INSERT INTO runs (run_id, flow_run_id, kind, started_at, params) VALUES (?, ?, ?, ?, ?)",
+                [run_id, flow_run_id, kind, _now(), json.dumps(params, default=str)],
+            )
+        return run_id
+
+    def finish_run(self, run_id: int, stats: dict) -> None:
+        with self.connect() as con:
+            con.execute(
+                "UPDATE runs SET finished_at = ?, stats = ? WHERE run_id = ?",
+                [_now(), json.dumps(stats, default=str), run_id],
+            )
+
+    # -- reads -------------------------------------------------------------
+
+    def known_urls(self) -> set[str]:
+        with self.connect() as con:
+            return {u for (u,) in con.execute("SELECT url FROM documents").fetchall()}
+
+    def next_doc_id(self) -> int:
+        with self.connect() as con:
+            return con.execute("SELECT coalesce(max(doc_id), 0) + 1 FROM documents").fetchone()[0]
+
+    def signatures(self) -> list[tuple[int, bytes]]:
+        with self.connect() as con:
+            return [(d, bytes(m)) for d, m in con.execute("SELECT doc_id, minhash FROM documents").fetchall()]
+
+    def aggregator_hosts(self, min_pages: int, copy_share: float) -> set[str]:
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT host FROM documents GROUP BY host HAVING count(*) >= ? AND avg(marks_copy::INTEGER) >= ?",
+                [min_pages, copy_share],
+            ).fetchall()
+        return {h for (h,) in rows}
+
+    def members(self, doc_ids: set[int] | None = None, cluster_ids: set[int] | None = None) -> list[StoredMember]:
+        """Stored pages with what provenance needs, by id or by cluster."""
+        if not doc_ids and not cluster_ids:
+            return []
+        with self.connect() as con:
+            con.execute("CREATE TEMP TABLE wanted_docs (doc_id BIGINT)")
+            con.execute("CREATE TEMP TABLE wanted_clusters (cluster_id BIGINT)")
+            if doc_ids:
+                con.executemany("INSERT INTO wanted_docs VALUES (?)", [[d] for d in doc_ids])
+            if cluster_ids:
+                con.executemany("INSERT INTO wanted_clusters VALUES (?)", [[c] for c in cluster_ids])
+            rows = con.execute(
+                """
+                SELECT d.doc_id, d.url, d.host, d.n_shingles, d.marks_copy, d.published_at, d.run_id, d.cluster_id, d.body
+                FROM documents d
+                WHERE d.doc_id IN (SELECT doc_id FROM wanted_docs)
+                   OR d.cluster_id IN (SELECT cluster_id FROM wanted_clusters)
+                """
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            con.execute("CREATE TEMP TABLE found_docs AS SELECT unnest(?::BIGINT[]) AS doc_id", [ids])
+            marker_rows = con.execute(
+                "SELECT doc_id, text FROM markers WHERE marks_copy AND doc_id IN (SELECT doc_id FROM found_docs) ORDER BY doc_id, position"
+            ).fetchall()
+            attribution_rows = con.execute(
+                "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN (SELECT doc_id FROM found_docs)"
+            ).fetchall()
+        markers: dict[int, list[str]] = {}
+        for doc_id, text in marker_rows:
+            markers.setdefault(doc_id, []).append(text)
+        attributions: dict[int, list[Attribution]] = {}
+        for doc_id, kind, strength, name, url in attribution_rows:
+            attributions.setdefault(doc_id, []).append(Attribution(kind=kind, strength=strength, source_name=name, source_url=url))
+        return [
+            StoredMember(
+                member=Member(
+                    doc_id=doc_id,
+                    url=url,
+                    host=host or "",
+                    n_shingles=n_shingles,
+                    marks_copy=marks_copy,
+                    published_at=published_at,
+                    first_seen_run=run_id,
+                    copy_marker_texts=tuple(markers.get(doc_id, ())),
+                    attributions=tuple(attributions.get(doc_id, ())),
+                    cluster_id=cluster_id,
+                ),
+                body=body or "",
+            )
+            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body in rows
+        ]
+
+    def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
+        if not doc_ids:
+            return {}
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [sorted(doc_ids)]
+            ).fetchall()
+        return dict(rows)
+
+    def clusters_before(self, cluster_ids: set[int]) -> dict[int, tuple[int | None, int]]:
+        """cluster_id -> (original_doc_id, size) as stored."""
+        if not cluster_ids:
+            return {}
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN (SELECT unnest(?::BIGINT[]))",
+                [sorted(cluster_ids)],
+            ).fetchall()
+        return {c: (o, s) for c, o, s in rows}
+
+    def pairs_among(self, doc_ids: set[int]) -> dict[tuple[int, int], Similarity]:
+        if not doc_ids:
+            return {}
+        with self.connect() as con:
+            con.execute("CREATE TEMP TABLE among AS SELECT unnest(?::BIGINT[]) AS doc_id", [sorted(doc_ids)])
+            rows = con.execute(
+                """SELECT doc_a, doc_b, jaccard, a_in_b, b_in_a FROM similar_pairs
+                   WHERE doc_a IN (SELECT doc_id FROM among) AND doc_b IN (SELECT doc_id FROM among)"""
+            ).fetchall()
+        return {(a, b): Similarity(j, ab, ba) for a, b, j, ab, ba in rows}
+
+    # -- the batch write -----------------------------------------------------
+
+    def write_batch(self, batch: BatchWrite) -> None:
+        now = _now()
+        with self.connect() as con:
+            con.execute("BEGIN")
+            try:
+                self._insert_pages(con, batch)
+                if batch.fetches:
+                    con.executemany(
+                        "INSERT INTO fetches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            [batch.run_id, f.url, f.status, f.error, f.fetched_at, f.n_bytes, f.elapsed_ms, f.source]
+                            for f in batch.fetches
+                        ],
+                    )
+                if batch.pairs:
+                    con.executemany(
+                        "INSERT OR REPLACE INTO similar_pairs VALUES (?, ?, ?, ?, ?, ?)",
+                        [[a, b, s.jaccard, s.a_in_b, s.b_in_a, batch.run_id] for (a, b), s in batch.pairs.items()],
+                    )
+                if batch.moved:
+                    con.executemany(
+                        "UPDATE documents SET cluster_id = ? WHERE doc_id = ?",
+                        [[c, d] for d, c in batch.moved.items()],
+                    )
+                touched = [c.cluster_id for c in batch.clusters] + batch.removed_clusters
+                if touched:
+                    con.execute("CREATE TEMP TABLE touched AS SELECT unnest(?::BIGINT[]) AS cluster_id", [touched])
+                    created = dict(
+                        con.execute(
+                            "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)"
+                        ).fetchall()
+                    )
+                    con.execute("DELETE FROM reposts WHERE cluster_id IN (SELECT cluster_id FROM touched)")
+                    con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)")
+                    con.executemany(
+                        "INSERT INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            [
+                                c.cluster_id,
+                                c.original_doc_id,
+                                c.attributed_source,
+                                len(c.members),
+                                c.confidence,
+                                c.reason,
+                                c.first_published_at,
+                                created.get(c.cluster_id, batch.run_id),
+                                batch.run_id,
+                            ]
+                            for c in batch.clusters
+                        ],
+                    )
+                if batch.reposts:
+                    con.executemany(
+                        "INSERT INTO reposts VALUES (?, ?, ?, ?, ?, ?)",
+                        [[r.doc_id, r.source_doc_id, r.cluster_id, r.jaccard, r.containment, r.evidence] for r in batch.reposts],
+                    )
+                if batch.events:
+                    con.executemany(
+                        "INSERT INTO cluster_events VALUES (?, ?, ?, ?, ?, ?)",
+                        [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
+                    )
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _insert_pages(con: duckdb.DuckDBPyConnection, batch: BatchWrite) -> None:
+        if not batch.pages:
+            return
+        rows, markers, attributions = [], [], []
+        for page in batch.pages:
+            article = page.article
+            rows.append(
+                [
+                    page.doc_id,
+                    article.url,
+                    article.final_url,
+                    article.canonical_url,
+                    article.og_url,
+                    article.host,
+                    article.site_name,
+                    article.title,
+                    article.author,
+                    article.published_at,
+                    article.fetched_at,
+                    article.lang,
+                    article.text,
+                    page.cleaned.body,
+                    page.signature.n_shingles,
+                    page.signature.hashvalues,
+                    page.cleaned.marks_copy,
+                    page.cluster_id,
+                    batch.run_id,
+                    article.source,
+                ]
+            )
+            markers.extend(_marker_row(page.doc_id, m) for m in page.cleaned.markers)
+            attributions.extend(
+                [page.doc_id, a.kind, a.source_name, a.source_url, a.strength] for a in page.cleaned.attributions
+            )
+        con.executemany("INSERT INTO documents VALUES (" + ", ".join(["?"] * 20) + ")", rows)
+        if markers:
+            con.executemany("INSERT INTO markers VALUES (?, ?, ?, ?, ?, ?)", markers)
+        if attributions:
+            con.executemany("INSERT INTO attributions VALUES (?, ?, ?, ?, ?)", attributions)
+
+
+def _marker_row(doc_id: int, marker: Marker) -> list:
+    return [doc_id, marker.kind, marker.rule, marker.text, marker.position, marker.marks_copy]
+
+
+def _lock_holder(message: str) -> str:
+    """DuckDB names the process holding the lock ("... (PID 1234)"): pass it on."""
+    marker = "PID "
+    if marker in message:
+        pid = message.split(marker, 1)[1].split(")")[0].split()[0]
+        return f" (PID {pid})"
+    return ""
