@@ -214,4 +214,5 @@ def _member_of(page: Page) -> Member:
         first_seen_run=page.first_seen_run or 0,
         copy_marker_texts=tuple(m.text for m in cleaned.markers if m.marks_copy),
         attributions=cleaned.attributions,
+        site_name=cleaned.article.site_name,
     )

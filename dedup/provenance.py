@@ -53,6 +53,7 @@ class Member:
     copy_marker_texts: tuple[str, ...] = ()
     attributions: tuple[Attribution, ...] = ()
     cluster_id: int | None = None
+    site_name: str | None = None
 
 
 SimilarityOf = Callable[[int, int], Similarity]
@@ -83,10 +84,15 @@ def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Mem
             continue
         wanted_url = _norm_url(attribution.source_url)
         wanted_site = site_key(host_of(attribution.source_url) or _hostlike(attribution.source_name))
+        wanted_name = fold(attribution.source_name or "")
         for other in members:
             if other.doc_id == member.doc_id or site_key(other.host) == site_key(member.host):
                 continue
-            if (wanted_url and _norm_url(other.url) == wanted_url) or (wanted_site and site_key(other.host) == wanted_site):
+            if (
+                (wanted_url and _norm_url(other.url) == wanted_url)
+                or (wanted_site and site_key(other.host) == wanted_site)
+                or (wanted_name and other.site_name and fold(other.site_name) == wanted_name)
+            ):
                 found.append((other, attribution))
     return found
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import pyarrow as pa
 
 from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, Marker, Page, Repost, Similarity
 from dedup.provenance import Member
@@ -179,7 +180,7 @@ class Store:
                 con.executemany("INSERT INTO wanted_clusters VALUES (?)", [[c] for c in cluster_ids])
             rows = con.execute(
                 """
-                SELECT d.doc_id, d.url, d.host, d.n_shingles, d.marks_copy, d.published_at, d.run_id, d.cluster_id, d.body
+                SELECT d.doc_id, d.url, d.host, d.n_shingles, d.marks_copy, d.published_at, d.run_id, d.cluster_id, d.body, d.site_name
                 FROM documents d
                 WHERE d.doc_id IN (SELECT doc_id FROM wanted_docs)
                    OR d.cluster_id IN (SELECT cluster_id FROM wanted_clusters)
@@ -212,10 +213,11 @@ class Store:
                     copy_marker_texts=tuple(markers.get(doc_id, ())),
                     attributions=tuple(attributions.get(doc_id, ())),
                     cluster_id=cluster_id,
+                    site_name=site_name,
                 ),
                 body=body or "",
             )
-            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body in rows
+            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body, site_name in rows
         ]
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
@@ -257,19 +259,19 @@ class Store:
             con.execute("BEGIN")
             try:
                 self._insert_pages(con, batch)
-                if batch.fetches:
-                    con.executemany(
-                        "INSERT INTO fetches VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            [batch.run_id, f.url, f.status, f.error, f.fetched_at, f.n_bytes, f.elapsed_ms, f.source]
-                            for f in batch.fetches
-                        ],
-                    )
-                if batch.pairs:
-                    con.executemany(
-                        "INSERT OR REPLACE INTO similar_pairs VALUES (?, ?, ?, ?, ?, ?)",
-                        [[a, b, s.jaccard, s.a_in_b, s.b_in_a, batch.run_id] for (a, b), s in batch.pairs.items()],
-                    )
+                _bulk_insert(
+                    con,
+                    "fetches",
+                    ("run_id", "url", "status", "error", "fetched_at", "bytes", "elapsed_ms", "source"),
+                    [[batch.run_id, f.url, f.status, f.error, f.fetched_at, f.n_bytes, f.elapsed_ms, f.source] for f in batch.fetches],
+                )
+                # pairs are new: each involves a page of this batch
+                _bulk_insert(
+                    con,
+                    "similar_pairs",
+                    ("doc_a", "doc_b", "jaccard", "a_in_b", "b_in_a", "run_id"),
+                    [[a, b, s.jaccard, s.a_in_b, s.b_in_a, batch.run_id] for (a, b), s in batch.pairs.items()],
+                )
                 if batch.moved:
                     con.executemany(
                         "UPDATE documents SET cluster_id = ? WHERE doc_id = ?",
@@ -285,8 +287,13 @@ class Store:
                     )
                     con.execute("DELETE FROM reposts WHERE cluster_id IN (SELECT cluster_id FROM touched)")
                     con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)")
-                    con.executemany(
-                        "INSERT INTO clusters VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    _bulk_insert(
+                        con,
+                        "clusters",
+                        (
+                            "cluster_id", "original_doc_id", "attributed_source", "size", "confidence", "reason",
+                            "first_published_at", "created_run", "updated_run",
+                        ),  # fmt: skip
                         [
                             [
                                 c.cluster_id,
@@ -302,16 +309,18 @@ class Store:
                             for c in batch.clusters
                         ],
                     )
-                if batch.reposts:
-                    con.executemany(
-                        "INSERT INTO reposts VALUES (?, ?, ?, ?, ?, ?)",
-                        [[r.doc_id, r.source_doc_id, r.cluster_id, r.jaccard, r.containment, r.evidence] for r in batch.reposts],
-                    )
-                if batch.events:
-                    con.executemany(
-                        "INSERT INTO cluster_events VALUES (?, ?, ?, ?, ?, ?)",
-                        [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
-                    )
+                _bulk_insert(
+                    con,
+                    "reposts",
+                    ("doc_id", "source_doc_id", "cluster_id", "jaccard", "containment", "evidence"),
+                    [[r.doc_id, r.source_doc_id, r.cluster_id, r.jaccard, r.containment, r.evidence] for r in batch.reposts],
+                )
+                _bulk_insert(
+                    con,
+                    "cluster_events",
+                    ("run_id", "cluster_id", "kind", "detail", "other_cluster_id", "happened_at"),
+                    [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
+                )
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -352,11 +361,28 @@ class Store:
             attributions.extend(
                 [page.doc_id, a.kind, a.source_name, a.source_url, a.strength] for a in page.cleaned.attributions
             )
-        con.executemany("INSERT INTO documents VALUES (" + ", ".join(["?"] * 20) + ")", rows)
-        if markers:
-            con.executemany("INSERT INTO markers VALUES (?, ?, ?, ?, ?, ?)", markers)
-        if attributions:
-            con.executemany("INSERT INTO attributions VALUES (?, ?, ?, ?, ?)", attributions)
+        _bulk_insert(con, "documents", DOCUMENT_COLUMNS, rows)
+        _bulk_insert(con, "markers", ("doc_id", "kind", "rule", "text", "position", "marks_copy"), markers)
+        _bulk_insert(con, "attributions", ("doc_id", "kind", "source_name", "source_url", "strength"), attributions)
+
+
+def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], rows: list[list]) -> None:
+    """Insert many rows in one statement through an Arrow table (executemany
+    is row by row and dominated the write time)."""
+    if not rows:
+        return
+    arrow = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+    con.register("_bulk_rows", arrow)
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _bulk_rows")
+    finally:
+        con.unregister("_bulk_rows")
+
+
+DOCUMENT_COLUMNS = (
+    "doc_id", "url", "final_url", "canonical_url", "og_url", "host", "site_name", "title", "author", "published_at",
+    "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "marks_copy", "cluster_id", "run_id", "source",
+)  # fmt: skip
 
 
 def _marker_row(doc_id: int, marker: Marker) -> list:

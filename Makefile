@@ -1,0 +1,28 @@
+# Two commands do all the set-up: `make run` (the demo) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/reposts --db reposts.duckdb demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check dedup flows tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest_vs_extract.py
+
+clean:
+	rm -rf $(VENV) reposts.duckdb reposts.duckdb.wal

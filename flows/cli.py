@@ -1,0 +1,248 @@
+"""The `reposts` command line.
+
+Errors a user can cause (a missing file, a bad query, a locked database)
+print one line and exit with status 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from flows.errors import UserError
+
+DEFAULT_DB = "reposts.duckdb"
+
+
+def _quiet_prefect() -> None:
+    """Local runs print a progress bar and a summary, not Prefect's chatter."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+
+
+def _db_path(args: argparse.Namespace) -> str:
+    return args.db or os.environ.get("REPOSTS_DB") or DEFAULT_DB
+
+
+class Progress:
+    """A one-line progress counter on stderr (only when it is a terminal)."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            of = f"/{self.total}" if self.total else ""
+            sys.stderr.write(f"\r{self.label}: {self.done}{of} pages")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.done:
+            sys.stderr.write("\n")
+
+
+def _settings(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from dedup.batch import Settings
+    from dedup.clean import CleanConfig, load_rules
+
+    settings = Settings()
+    rule_dirs = tuple(Path(p) for p in os.environ.get("REPOSTS_RULES_DIR", "").split(os.pathsep) if p)
+    if rule_dirs:
+        settings = replace(settings, clean=CleanConfig(extra_rule_dirs=rule_dirs, rules=load_rules(rule_dirs)))
+    if getattr(args, "allow_private_network", False):
+        settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
+    if getattr(args, "batch_size", None):
+        settings = replace(settings, batch_size=args.batch_size)
+    return settings
+
+
+def _print_summary(summary: dict, db: str) -> None:
+    print(
+        f"{summary['pages']} new pages stored, {summary['failed']} failed; "
+        f"{summary['new_clusters']} new clusters, {summary['grown_clusters']} grew, "
+        f"{summary['originals_found']} with an original  (run {summary['run_id']}, {db})"
+    )
+    for reason, count in sorted(summary.get("errors", {}).items(), key=lambda kv: -kv[1]):
+        print(f"  failed: {count} x {reason}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    for path in args.warc:
+        if not Path(path).is_file():
+            raise UserError(f"no such WARC file: {path}")
+    _quiet_prefect()
+    from flows.pipeline import ingest_flow
+
+    progress = Progress(None, "ingest")
+    try:
+        summary = ingest_flow(list(args.warc), db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress)
+    finally:
+        progress.close()
+    _print_summary(summary, _db_path(args))
+    return 0
+
+
+def _read_urls(args: argparse.Namespace) -> list[str]:
+    urls = list(args.urls)
+    if args.urls_file:
+        path = Path(args.urls_file)
+        if not path.is_file():
+            raise UserError(f"no such URL file: {path}")
+        urls += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+    if bad:
+        raise UserError(f"not an http(s) URL: {bad[0]}")
+    if not urls:
+        raise UserError("give URLs to crawl, or --urls-file FILE")
+    return urls
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    urls = _read_urls(args)
+    _quiet_prefect()
+    from flows.pipeline import crawl_flow
+
+    progress = Progress(len(urls), "crawl")
+    try:
+        summary = crawl_flow(urls, db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress)
+    finally:
+        progress.close()
+    _print_summary(summary, _db_path(args))
+    return 0
+
+
+def run_query(db: str, query: str) -> tuple[list[str], list[tuple]]:
+    import duckdb
+
+    from dedup.store import Store
+
+    with Store(db, lock_wait_s=10).connect(read_only=True) as con:
+        try:
+            cursor = con.execute(query)
+        except duckdb.Error as exc:
+            raise UserError(f"query failed: {' '.join(str(exc).split())}") from exc
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def _print_rows(columns: list[str], rows: list[tuple], fmt: str, max_width: int = 60) -> None:
+    if fmt == "json":
+        for row in rows:
+            print(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False))
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
+    cells = [[_cell(v, max_width) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value, max_width: int) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    columns, rows = run_query(_db_path(args), args.query)
+    _print_rows(columns, rows, args.format)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from flows.report import show_cluster
+
+    print(show_cluster(_db_path(args), args.cluster))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from flows.report import explain_url
+
+    print(explain_url(_db_path(args), args.url))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_prefect()
+    from flows.demo import run_demo
+
+    return run_demo(_db_path(args), settings=_settings(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reposts", description="Find which news pages are copies of which, and who published first.")
+    parser.add_argument("--db", help=f"DuckDB file (default: $REPOSTS_DB or ./{DEFAULT_DB})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    crawl = sub.add_parser("crawl", help="fetch URLs and link the copies")
+    crawl.add_argument("urls", nargs="*", help="page URLs")
+    crawl.add_argument("--urls-file", help="a file with one URL per line")
+    crawl.add_argument(
+        "--allow-private-network",
+        action="store_true",
+        help="allow fetching loopback and private addresses (intranet use; off by default)",
+    )
+    crawl.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
+    crawl.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    crawl.set_defaults(func=cmd_crawl)
+
+    ingest = sub.add_parser("ingest", help="read WARC files (.warc, .warc.gz)")
+    ingest.add_argument("warc", nargs="+", help="WARC files")
+    ingest.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
+    ingest.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    ingest.set_defaults(func=cmd_ingest)
+
+    sql = sub.add_parser("sql", help="run a read-only SQL query")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(func=cmd_sql)
+
+    show = sub.add_parser("show", help="a cluster's pages as a timeline")
+    show.add_argument("cluster", type=int)
+    show.set_defaults(func=cmd_show)
+
+    explain = sub.add_parser("explain", help="why a page is where it is")
+    explain.add_argument("url")
+    explain.set_defaults(func=cmd_explain)
+
+    demo = sub.add_parser("demo", help="serve the bundled demo sites on loopback and crawl them")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dedup.archive import ArchiveError
+    from dedup.clean import RuleError
+    from dedup.store import StoreError
+
+    try:
+        return args.func(args)
+    except (UserError, StoreError, ArchiveError, RuleError) as exc:
+        print(f"reposts: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reposts: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
