@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dedup.extract import host_of
@@ -194,12 +194,15 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
             zones |= {"head", "edges"}
         if index >= n - config.tail_paragraphs:
             zones |= {"tail", "edges"}
-        marker = _first_marker(paragraph, index, zones, config.rules)
-        if marker is not None:
-            markers.append(marker)
+        segments = _segments(paragraph)
+        whole = None
+        if len(segments) <= 1 or len(paragraph) <= _WHOLE_PARAGRAPH_MAX_CHARS:
+            whole = _first_marker(paragraph, index, zones, config.rules)
+        if whole is not None:
+            markers.append(whole)
             continue
-        if "tail" in zones:
-            paragraph = _peel_tail(paragraph, index, zones, config.rules, markers)
+        if "tail" in zones and len(segments) > 1:
+            paragraph = _peel_tail(paragraph, segments, index, zones, config.rules, markers)
         if paragraph:
             kept.append(paragraph)
     return CleanedArticle(
@@ -212,17 +215,28 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
 
 # Sentence ends, and the " | " that templates put between furniture items.
 _SEGMENT_BREAK = re.compile(r"(?<=[.!?。！？])\s+|\s+\|\s*|\s*\|\s+")
-# How many trailing sentences a disclaimer may span when a template glued it
-# to the last paragraph of the story (the dev corpus has three-sentence ones).
+# How many trailing sentences one marker may span when a template glued it to
+# the last paragraph of the story (the seed disclaimer has five sentences;
+# peeling takes it in groups).
 _MAX_PEEL_SEGMENTS = 4
+# A paragraph of several sentences longer than this is only cut sentence by
+# sentence from its end: a rule must not take a story sentence with it.
+_WHOLE_PARAGRAPH_MAX_CHARS = 160
 
 
-def _peel_tail(paragraph: str, index: int, zones: set[str], rules: RuleSet, markers: list[Marker]) -> str:
-    """Cut markers glued to the end of a paragraph, one sentence group at a time."""
-    segments = [s for s in _SEGMENT_BREAK.split(paragraph) if s and s.strip(" |")]
+def _segments(paragraph: str) -> list[str]:
+    return [s for s in _SEGMENT_BREAK.split(paragraph) if s and s.strip(" |")]
+
+
+def _peel_tail(paragraph: str, segments: list[str], index: int, zones: set[str], rules: RuleSet, markers: list[Marker]) -> str:
+    """Cut markers off the end of a paragraph, a group of sentences at a time.
+
+    A paragraph that is all markers becomes one marker with its whole text.
+    """
+    segments = list(segments)
     peeled: list[Marker] = []
-    while len(segments) > 1:
-        for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments) - 1) + 1):
+    while segments:
+        for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments)) + 1):
             marker = _first_marker(" ".join(segments[-k:]), index, zones, rules)
             if marker is not None:
                 peeled.append(marker)
@@ -232,6 +246,10 @@ def _peel_tail(paragraph: str, index: int, zones: set[str], rules: RuleSet, mark
             break
     if not peeled:
         return paragraph
+    if not segments:
+        lead = next((m for m in reversed(peeled) if m.marks_copy), peeled[-1])
+        markers.append(replace(lead, text=paragraph.strip()))
+        return ""
     markers.extend(reversed(peeled))
     return " ".join(segments)
 

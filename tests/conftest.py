@@ -1,0 +1,27 @@
+"""Shared fixtures. Prefect runs under one test harness for the whole session,
+with its home in a temporary folder; stage tests do not start it at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# before Prefect is imported anywhere: its settings are read at import
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="reposts-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "test.duckdb")

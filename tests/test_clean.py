@@ -1,0 +1,139 @@
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from dedup.clean import CleanConfig, RuleError, load_rules, strip_markers
+from dedup.models import Article
+from tests.pages import CANAL_STORY, SEED_DISCLAIMER, ZH_DISCLAIMER
+
+
+def article(paragraphs, host="copies.example", canonical=None, og_url=None) -> Article:
+    return Article(
+        url=f"https://{host}/a", final_url=f"https://{host}/a", host=host, fetched_at=datetime(2026, 1, 1),
+        text="\n".join(paragraphs), canonical_url=canonical, og_url=og_url,
+    )  # fmt: skip
+
+
+CONFIG = CleanConfig()
+
+
+def test_seed_disclaimer_is_stripped_and_kept_as_marker():
+    cleaned = strip_markers(article(CANAL_STORY + [SEED_DISCLAIMER]), CONFIG)
+    assert "Reposting this article" not in cleaned.body
+    assert cleaned.body.endswith(CANAL_STORY[-1])
+    assert [m.kind for m in cleaned.markers] == ["disclaimer"]
+    assert cleaned.markers[0].text == SEED_DISCLAIMER
+    assert cleaned.markers[0].position == len(CANAL_STORY)
+    assert cleaned.marks_copy
+    assert any(a.kind == "disclaimer" and a.strength == "weak" for a in cleaned.attributions)
+
+
+def test_chinese_disclaimer_and_credit_name_the_source():
+    cleaned = strip_markers(article(CANAL_STORY + ["来源：海港日报", ZH_DISCLAIMER]), CONFIG)
+    assert "版权" not in cleaned.body and "来源" not in cleaned.body
+    credit = [a for a in cleaned.attributions if a.kind == "credit"]
+    assert credit and credit[0].source_name == "海港日报" and credit[0].strength == "medium"
+
+
+@pytest.mark.parametrize(
+    "disclaimer",
+    [
+        "本文轉載自網路，版權歸原作者所有，如有侵權請聯繫刪除。",  # traditional Chinese
+        "Hinweis: Dieser Beitrag wurde aus einer anderen Quelle übernommen. Die Rechte liegen beim ursprünglichen Autor.",
+        "Aviso: los derechos de este artículo pertenecen a su autor original; reproducido solo con fines informativos.",
+        "Все права на материал принадлежат автору; перепечатано исключительно в информационных целях.",
+        "이 글의 저작권은 원작자에게 있으며, 정보 공유 목적으로 게재되었습니다. 문제가 될 경우 삭제하겠습니다.",
+        "本記事の著作権は原作者に帰属します。情報共有を目的として転載しています。",
+        "Note: the rights to this story remain with the original publisher; republished for information sharing only.",
+    ],
+)
+def test_disclaimers_in_many_languages(disclaimer):
+    cleaned = strip_markers(article(CANAL_STORY + [disclaimer]), CONFIG)
+    assert disclaimer not in cleaned.body
+    assert cleaned.marks_copy
+
+
+@pytest.mark.parametrize(
+    "credit, name",
+    [
+        ("Source: Harbor Gazette", "Harbor Gazette"),
+        ("Originally published on canalnews.example", "canalnews.example"),
+        ("Quelle: Stadtanzeiger", "Stadtanzeiger"),
+        ("Fuente: Diario del Puerto", "Diario del Puerto"),
+        ("Источник: Речной вестник", "Речной вестник"),
+        ("출처: 항구신문", "항구신문"),
+        ("出典：港湾新聞", "港湾新聞"),
+    ],
+)
+def test_credit_lines_become_attributions(credit, name):
+    cleaned = strip_markers(article(CANAL_STORY + [credit]), CONFIG)
+    assert credit not in cleaned.body
+    assert [a.source_name for a in cleaned.attributions if a.kind == "credit"] == [name]
+
+
+def test_credit_with_url_is_strong():
+    cleaned = strip_markers(article(CANAL_STORY + ["Source: https://canal.example/news/1"]), CONFIG)
+    credit = [a for a in cleaned.attributions if a.kind == "credit"][0]
+    assert credit.strength == "strong" and credit.source_url == "https://canal.example/news/1"
+
+
+def test_photo_credit_is_kept():
+    photo = "Photo by Jane Roe/AFP via Getty Images"
+    cleaned = strip_markers(article(CANAL_STORY + [photo]), CONFIG)
+    assert photo in cleaned.body and not cleaned.markers
+
+
+def test_source_in_the_middle_of_a_story_is_not_cut():
+    middle = "Source: a council engineer, who asked not to be named, said the gates are older than the records."
+    paragraphs = CANAL_STORY[:3] + [middle] + CANAL_STORY[3:] + CANAL_STORY
+    cleaned = strip_markers(article(paragraphs), CONFIG)
+    assert middle in cleaned.body
+    assert "according to a source" in strip_markers(
+        article(CANAL_STORY + ["The gates will hold, according to a source at the council."]), CONFIG
+    ).body
+
+
+def test_finance_risk_footer_is_a_marker_but_not_a_copy_sign():
+    footer = "This article is for information only and does not constitute investment advice."
+    cleaned = strip_markers(article(CANAL_STORY + [footer]), CONFIG)
+    assert footer not in cleaned.body
+    assert cleaned.markers[0].kind == "disclaimer" and not cleaned.markers[0].marks_copy
+    assert not cleaned.marks_copy
+
+
+def test_disclaimer_glued_to_the_last_paragraph_is_peeled_off():
+    glued = CANAL_STORY[-1] + " Quelle: Stadtanzeiger Hinweis: Dieser Artikel wurde von einer anderen Quelle übernommen. Das Urheberrecht liegt beim ursprünglichen Autor."
+    cleaned = strip_markers(article(CANAL_STORY[:-1] + [glued]), CONFIG)
+    assert cleaned.body.endswith(CANAL_STORY[-1])
+    assert cleaned.marks_copy
+
+
+def test_dateline_header_is_removed_but_not_a_copy_sign():
+    cleaned = strip_markers(article(["Post At: Jan 13/2024 07:50AM"] + CANAL_STORY), CONFIG)
+    assert cleaned.markers[0].kind == "dateline" and not cleaned.marks_copy
+    assert cleaned.body.startswith(CANAL_STORY[0])
+
+
+def test_cross_domain_canonical_is_strong_evidence_and_own_canonical_is_not():
+    other = strip_markers(article(CANAL_STORY, canonical="https://www.canal.example/story"), CONFIG)
+    assert [(a.kind, a.strength, a.source_name) for a in other.attributions] == [("canonical", "strong", "www.canal.example")]
+    own = strip_markers(article(CANAL_STORY, host="news.canal.example", canonical="https://www.canal.example/story"), CONFIG)
+    assert own.attributions == ()
+
+
+def test_user_rule_files_add_rules(tmp_path: Path):
+    (tmp_path / "mine.toml").write_text(
+        '[[rule]]\nid = "mine.disclaimer.mirror"\nkind = "disclaimer"\nall = ["mirrored by the canal watchers"]\n', encoding="utf-8"
+    )
+    rules = load_rules((tmp_path,))
+    cleaned = strip_markers(article(CANAL_STORY + ["Mirrored by the Canal Watchers for our members."]), CleanConfig(rules=rules))
+    assert [m.rule for m in cleaned.markers] == ["mine.disclaimer.mirror"]
+
+
+def test_bad_rule_file_names_file_and_rule(tmp_path: Path):
+    (tmp_path / "broken.toml").write_text('[[rule]]\nid = "x"\nkind = "disclaimer"\nall = ["(unclosed"]\n', encoding="utf-8")
+    with pytest.raises(RuleError, match=r"broken.toml rule x: bad regular expression"):
+        load_rules((tmp_path,))
+    with pytest.raises(RuleError, match="rule directory not found"):
+        load_rules((tmp_path / "nope",))

@@ -1,0 +1,126 @@
+"""Stage tests without Prefect: extract, fingerprint, link, archive."""
+
+import gzip
+import io
+from datetime import datetime
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from dedup.archive import ArchiveError, read_warc
+from dedup.extract import ExtractConfig, ExtractionError, extract_article
+from dedup.fingerprint import FingerprintConfig, fingerprint, lean_minhash, shingles
+from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, similarity
+from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
+
+FP = FingerprintConfig()
+LINK = LinkConfig()
+
+
+def test_gb18030_from_the_http_header_comes_out_as_chinese():
+    text = article_html("运河将排水检修", ["运河管理处宣布九月份将排干旧运河的水，以便工程师检查闸门和砖墙。" * 4], charset=None)
+    page = fetched("https://zh.example/a", text, content_type="text/html; charset=gb18030", encoding="gb18030")
+    article = extract_article(page, ExtractConfig(min_text_chars=20))
+    assert "运河管理处宣布" in article.text
+
+
+def test_meta_charset_is_honoured_when_the_header_has_none():
+    text = article_html("运河将排水检修", ["运河管理处宣布九月份将排干旧运河的水，以便工程师检查闸门和砖墙。" * 4], charset="gbk")
+    page = fetched("https://zh.example/a", text, content_type="text/html", encoding="gb18030")
+    assert "闸门" in extract_article(page, ExtractConfig(min_text_chars=20)).text
+
+
+def test_extract_reads_metadata_and_link_evidence():
+    text = article_html(
+        "Canal basin to be drained", CANAL_STORY, canonical="https://canal.example/drain", og_url="https://canal.example/drain",
+        published="2026-02-03T08:15:00", site_name="Canal Courier",
+        extra_head='<meta name="original-source" content="https://canal.example/drain">',
+    )  # fmt: skip
+    article = extract_article(fetched("https://copy.example/x", text), ExtractConfig())
+    assert article.host == "copy.example"
+    assert article.canonical_url == "https://canal.example/drain" and article.declared_source_url == "https://canal.example/drain"
+    assert article.published_at == datetime(2026, 2, 3, 8, 15)
+    assert article.site_name == "Canal Courier"
+    assert CANAL_STORY[0] in article.text
+
+
+def test_a_page_without_article_text_is_an_extraction_error():
+    page = fetched("https://empty.example/", "<html><body><script>var x=1;</script></body></html>")
+    with pytest.raises(ExtractionError, match="no article text"):
+        extract_article(page, ExtractConfig())
+
+
+def test_shingles_ignore_case_quotes_and_punctuation():
+    a = shingles('The "old" canal, drained at last!', FP)
+    b = shingles("the \u201cold\u201d Canal drained at last", FP)
+    assert a == b and len(a) == 2
+
+
+def test_chinese_text_is_shingled_by_characters():
+    assert shingles("运河管理处宣布", FP) == {"运 河 管 理", "河 管 理 处", "管 理 处 宣", "理 处 宣 布"}
+
+
+def test_stored_signature_rebuilds_with_its_scheme():
+    signature = fingerprint(" ".join(CANAL_STORY), FP)
+    direct = MinHash(num_perm=FP.num_perm, seed=FP.seed, scheme=FP.scheme)
+    direct.update_batch([s.encode() for s in signature.shingles])
+    rebuilt = lean_minhash(signature.hashvalues, FP)
+    assert rebuilt.scheme == "affine32"
+    assert np.array_equal(rebuilt.hashvalues, direct.hashvalues)
+    assert rebuilt.jaccard(direct) == 1.0
+    with pytest.raises(ValueError, match="num_perm"):
+        lean_minhash(signature.hashvalues, FingerprintConfig(num_perm=64))
+
+
+def test_excerpt_is_linked_by_containment_and_unrelated_story_is_not():
+    full = shingles(" ".join(CANAL_STORY), FP)
+    excerpt = shingles(CANAL_STORY[0], FP)
+    other = shingles(" ".join(BAKERY_STORY + MARKET_STORY), FP)
+    sim = similarity(excerpt, full)
+    assert sim.a_in_b == 1.0 and sim.jaccard < LINK.min_jaccard
+    assert is_near_duplicate(sim, len(excerpt), len(full), LINK)
+    assert not is_near_duplicate(similarity(full, other), len(full), len(other), LINK)
+
+
+def test_candidate_index_finds_a_near_copy_and_not_an_unrelated_page():
+    index = CandidateIndex(LINK, FP)
+    index.add_many([(1, fingerprint(" ".join(CANAL_STORY), FP).hashvalues), (2, fingerprint(" ".join(BAKERY_STORY), FP).hashvalues)])
+    copy = fingerprint(" ".join(CANAL_STORY[:-1]) + " The end.", FP)
+    assert 1 in index.candidates(copy.hashvalues)
+    assert 2 not in index.candidates(copy.hashvalues)
+
+
+def write_warc(path, records, gz=True):
+    """Write (uri, html bytes, content type) responses to a WARC file."""
+    raw = io.BytesIO()
+    writer = WARCWriter(raw, gzip=gz)
+    for uri, body, content_type in records:
+        headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(uri, "response", payload=io.BytesIO(body), http_headers=headers))
+    path.write_bytes(raw.getvalue())
+    return path
+
+
+def test_warc_reader_reads_http_and_non_http_target_uris(tmp_path):
+    text = article_html("Canal", CANAL_STORY).encode()
+    path = write_warc(tmp_path / "a.warc.gz", [("https://canal.example/a", text, "text/html"), ("urn:test:canal-b", text, "text/html")])
+    pages = list(read_warc(path))
+    assert [p.url for p in pages] == ["https://canal.example/a", "urn:test:canal-b"]
+    assert all(p.ok and p.status == 200 and p.html == text for p in pages)
+    assert pages[0].source == "warc:a.warc.gz"
+    assert [p.url for p in read_warc(path, skip_urls=frozenset({"https://canal.example/a"}))] == ["urn:test:canal-b"]
+
+
+def test_warc_reader_records_non_html_and_rejects_non_warc_files(tmp_path):
+    path = write_warc(tmp_path / "b.warc", [("https://x.example/doc.pdf", b"%PDF-1.4", "application/pdf")], gz=False)
+    (page,) = read_warc(path)
+    assert page.error == "not HTML: application/pdf"
+    garbage = tmp_path / "c.warc.gz"
+    garbage.write_bytes(gzip.compress(b"this is not a warc file at all\n" * 10))
+    with pytest.raises(ArchiveError, match="c.warc.gz"):
+        list(read_warc(garbage))
+    with pytest.raises(ArchiveError, match="no such WARC file"):
+        list(read_warc(tmp_path / "missing.warc"))
