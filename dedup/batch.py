@@ -132,7 +132,9 @@ class Linker:
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
-            for edge in verified_edges(page.doc_id, page.signature.shingles, candidates[page.doc_id], self._shingles, settings.link):
+            for edge in verified_edges(
+                page.doc_id, page.signature.shingles, candidates[page.doc_id], self._shingles, settings.link
+            ):
                 neighbours.setdefault(edge.a, {})[edge.b] = edge.similarity
                 flipped = Similarity(edge.similarity.jaccard, edge.similarity.b_in_a, edge.similarity.a_in_b)
                 neighbours.setdefault(edge.b, {})[edge.a] = flipped
@@ -173,11 +175,11 @@ class Linker:
             known_pairs[(a, b)] = sim
             return sim
 
-        aggregators = self.store.aggregator_hosts(settings.provenance.aggregator_min_pages, settings.provenance.aggregator_copy_share)
+        aggregators = self.store.aggregator_hosts(
+            settings.provenance.aggregator_min_pages, settings.provenance.aggregator_copy_share
+        )
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
-        touched = {members[p.doc_id].cluster_id for p in pages} | {
-            keep for keep in state.merged_into.values()
-        }
+        touched = {members[p.doc_id].cluster_id for p in pages} | {keep for keep in state.merged_into.values()}
         clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
         for page in pages:
             page.cluster_id = members[page.doc_id].cluster_id

@@ -285,7 +285,11 @@ def attributions_of(article: Article, markers: list[Marker]) -> list[Attribution
     """The evidence on a page that names where it came from."""
     found: list[Attribution] = []
     own_host = article.host
-    for kind, url in (("canonical", article.canonical_url), ("og_url", article.og_url), ("declared", article.declared_source_url)):
+    for kind, url in (
+        ("canonical", article.canonical_url),
+        ("og_url", article.og_url),
+        ("declared", article.declared_source_url),
+    ):
         host = host_of(url)
         if url and host and _different_site(host, own_host):
             found.append(Attribution(kind=kind, strength="strong", source_name=host, source_url=url))

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from configparser import ConfigParser
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Iterator
 
 from trafilatura.downloads import fetch_response
 from trafilatura.settings import use_config

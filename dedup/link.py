@@ -6,8 +6,8 @@ stored signatures, then adds each batch after linking it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from datasketch import MinHashLSH
 

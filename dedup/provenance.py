@@ -14,9 +14,9 @@ an earlier date helps but never decides alone; the first seen breaks ties.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Callable
 
 from dedup.clean import fold, site_key
 from dedup.extract import host_of
@@ -128,7 +128,9 @@ def choose_original(
     if len(members) == 1:
         only = members[0]
         if only.marks_copy:
-            return Decision(None, 0.5, "single page that carries repost markers; its original is not in the database", _credited_name(members))
+            return Decision(
+                None, 0.5, "single page that carries repost markers; its original is not in the database", _credited_name(members)
+            )
         return Decision(only.doc_id, 0.5, "single page, no copies found")
     copies = [m for m in members if m.marks_copy]
     candidates = [m for m in members if not m.marks_copy and m.host not in aggregator_hosts]
@@ -193,7 +195,7 @@ def repost_tree(members: list[Member], original: int | None, centre: int, simila
         if member.doc_id == root:
             continue
         source, evidence = None, ""
-        credited = [t for t, a in attribution_targets(member, members) if _fewer_markers(t, member)]
+        credited = [t for t, _ in attribution_targets(member, members)]
         carried = _carried_disclaimer_sources(member, members)
         if credited:
             source = max(credited, key=lambda t: similarity_of(member.doc_id, t.doc_id).a_in_b)
@@ -203,7 +205,9 @@ def repost_tree(members: list[Member], original: int | None, centre: int, simila
             evidence = f"carries the repost disclaimer of {source.host} (a copy of a copy)"
         else:
             source = by_id[root]
-            evidence = "copy of the original" if original is not None else "copy of the largest page (original not in the database)"
+            evidence = (
+                "copy of the original" if original is not None else "copy of the largest page (original not in the database)"
+            )
         sim = similarity_of(member.doc_id, source.doc_id)
         reposts.append(
             Repost(
@@ -215,27 +219,42 @@ def repost_tree(members: list[Member], original: int | None, centre: int, simila
                 evidence=evidence,
             )
         )
-    return reposts
-
-
-def _fewer_markers(source: Member, copy: Member) -> bool:
-    """A source has fewer repost markers than its copy: this keeps the tree acyclic."""
-    return len(source.copy_marker_texts) < len(copy.copy_marker_texts)
+    return _break_cycles(reposts, root)
 
 
 def _carried_disclaimer_sources(member: Member, members: list[Member]) -> list[Member]:
-    own = {fold(t) for t in member.copy_marker_texts}
-    if len(own) < 2:
+    """Copies whose own closing marker `member` carries in its text, while
+    `member` closes with a marker of its own: it copied from them."""
+    if len(member.copy_marker_texts) < 2:
         return []
+    own = {fold(t) for t in member.copy_marker_texts}
+    own_last = fold(member.copy_marker_texts[-1])
     return [
         other
         for other in members
         if other.doc_id != member.doc_id
         and other.host != member.host
         and other.copy_marker_texts
-        and _fewer_markers(other, member)
-        and {fold(t) for t in other.copy_marker_texts} & own
+        and fold(other.copy_marker_texts[-1]) in own
+        and own_last not in {fold(t) for t in other.copy_marker_texts}
     ]
+
+
+def _break_cycles(reposts: list[Repost], root: int) -> list[Repost]:
+    """Evidence can point two copies at each other; such a loop is cut by
+    pointing the copy at the root instead."""
+    source_of = {r.doc_id: r.source_doc_id for r in reposts}
+    fixed = []
+    for repost in reposts:
+        seen, node = {repost.doc_id}, repost.source_doc_id
+        while node in source_of and node not in seen:
+            seen.add(node)
+            node = source_of[node]
+        if node in seen:
+            source_of[repost.doc_id] = root
+            repost = replace(repost, source_doc_id=root, evidence=repost.evidence + "; loop in the evidence, pointed at the root")
+        fixed.append(repost)
+    return fixed
 
 
 @dataclass

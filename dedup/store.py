@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -125,7 +125,9 @@ class Store:
         differing = {k: (stored.get(k), v) for k, v in params.items() if stored.get(k) != v}
         if differing:
             detail = ", ".join(f"{k}: stored {a}, configured {b}" for k, (a, b) in sorted(differing.items()))
-            raise StoreError(f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings")
+            raise StoreError(
+                f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings"
+            )
 
     # -- runs --------------------------------------------------------------
 
@@ -199,7 +201,9 @@ class Store:
             markers.setdefault(doc_id, []).append(text)
         attributions: dict[int, list[Attribution]] = {}
         for doc_id, kind, strength, name, url in attribution_rows:
-            attributions.setdefault(doc_id, []).append(Attribution(kind=kind, strength=strength, source_name=name, source_url=url))
+            attributions.setdefault(doc_id, []).append(
+                Attribution(kind=kind, strength=strength, source_name=name, source_url=url)
+            )
         return [
             StoredMember(
                 member=Member(
@@ -263,7 +267,10 @@ class Store:
                     con,
                     "fetches",
                     ("run_id", "url", "status", "error", "fetched_at", "bytes", "elapsed_ms", "source"),
-                    [[batch.run_id, f.url, f.status, f.error, f.fetched_at, f.n_bytes, f.elapsed_ms, f.source] for f in batch.fetches],
+                    [
+                        [batch.run_id, f.url, f.status, f.error, f.fetched_at, f.n_bytes, f.elapsed_ms, f.source]
+                        for f in batch.fetches
+                    ],
                 )
                 # pairs are new: each involves a page of this batch
                 _bulk_insert(
@@ -291,8 +298,15 @@ class Store:
                         con,
                         "clusters",
                         (
-                            "cluster_id", "original_doc_id", "attributed_source", "size", "confidence", "reason",
-                            "first_published_at", "created_run", "updated_run",
+                            "cluster_id",
+                            "original_doc_id",
+                            "attributed_source",
+                            "size",
+                            "confidence",
+                            "reason",
+                            "first_published_at",
+                            "created_run",
+                            "updated_run",
                         ),  # fmt: skip
                         [
                             [
@@ -358,9 +372,7 @@ class Store:
                 ]
             )
             markers.extend(_marker_row(page.doc_id, m) for m in page.cleaned.markers)
-            attributions.extend(
-                [page.doc_id, a.kind, a.source_name, a.source_url, a.strength] for a in page.cleaned.attributions
-            )
+            attributions.extend([page.doc_id, a.kind, a.source_name, a.source_url, a.strength] for a in page.cleaned.attributions)
         _bulk_insert(con, "documents", DOCUMENT_COLUMNS, rows)
         _bulk_insert(con, "markers", ("doc_id", "kind", "rule", "text", "position", "marks_copy"), markers)
         _bulk_insert(con, "attributions", ("doc_id", "kind", "source_name", "source_url", "strength"), attributions)

@@ -85,7 +85,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     progress = Progress(None, "ingest")
     try:
-        summary = ingest_flow(list(args.warc), db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress)
+        summary = ingest_flow(
+            list(args.warc), db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress
+        )
     finally:
         progress.close()
     _print_summary(summary, _db_path(args))
@@ -98,7 +100,9 @@ def _read_urls(args: argparse.Namespace) -> list[str]:
         path = Path(args.urls_file)
         if not path.is_file():
             raise UserError(f"no such URL file: {path}")
-        urls += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")]
+        urls += [
+            line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")
+        ]
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
     if bad:
         raise UserError(f"not an http(s) URL: {bad[0]}")
@@ -139,7 +143,7 @@ def run_query(db: str, query: str) -> tuple[list[str], list[tuple]]:
 def _print_rows(columns: list[str], rows: list[tuple], fmt: str, max_width: int = 60) -> None:
     if fmt == "json":
         for row in rows:
-            print(json.dumps(dict(zip(columns, row)), default=str, ensure_ascii=False))
+            print(json.dumps(dict(zip(columns, row, strict=True)), default=str, ensure_ascii=False))
         return
     if fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -148,10 +152,10 @@ def _print_rows(columns: list[str], rows: list[tuple], fmt: str, max_width: int 
         return
     cells = [[_cell(v, max_width) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
     print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
@@ -188,7 +192,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reposts", description="Find which news pages are copies of which, and who published first.")
+    parser = argparse.ArgumentParser(
+        prog="reposts", description="Find which news pages are copies of which, and who published first."
+    )
     parser.add_argument("--db", help=f"DuckDB file (default: $REPOSTS_DB or ./{DEFAULT_DB})")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -78,7 +78,11 @@ def build_demo_web(port: int) -> tuple[dict[tuple[str, str], DemoPage], list[str
         path = f"/{story['published'][:4]}/{story['key']}.html"
         url = f"http://{site['address']}:{port}{path}"
         if story.get("own"):
-            add(site, path, _aggregator_page(site, story["title"], story["paragraphs"], [site["disclaimer"]], story["published"], url))
+            add(
+                site,
+                path,
+                _aggregator_page(site, story["title"], story["paragraphs"], [site["disclaimer"]], story["published"], url),
+            )
         else:
             add(site, path, _publisher_page(site, story, url))
     for number, copy in enumerate(data["copy"], start=1):
@@ -175,7 +179,7 @@ def run_demo(db: str, settings=None) -> int:
     _print_rows(columns, rows, "table", max_width=70)
     print(
         "\nnext, try:\n"
-        f"  reposts --db {db} sql \"SELECT copy_host, source_host, round(jaccard, 2) AS jaccard, evidence FROM repost_pairs\"\n"
+        f'  reposts --db {db} sql "SELECT copy_host, source_host, round(jaccard, 2) AS jaccard, evidence FROM repost_pairs"\n'
         f"  reposts --db {db} show {rows[0][0] if rows else 1}"
     )
     return 0

@@ -7,11 +7,11 @@ order, one transaction each. Everything they call lives in `dedup`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -151,4 +151,3 @@ def crawl_flow(
     summary = {"run_id": run_id, "skipped_known": len(urls) - len(todo), **asdict(stats)}
     store.finish_run(run_id, summary)
     return summary
-

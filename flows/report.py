@@ -31,7 +31,7 @@ def show_cluster(db: str, cluster_id: int) -> str:
         lines.append(f"original: not in the database{f'; credited source: {attributed}' if attributed else ''} - {reason}")
     lines.append("")
     for doc_id, url, host, published, title, source, evidence in rows:
-        role = "ORIGINAL" if doc_id == original else ("copy of doc %d" % source if source is not None else "root")
+        role = "ORIGINAL" if doc_id == original else (f"copy of doc {source}" if source is not None else "root")
         lines.append(f"{_fmt_time(published):16}  {host or '-':28}  doc {doc_id:<6} {role}")
         lines.append(f"{'':16}  {url}")
         if title:
@@ -59,9 +59,13 @@ def explain_url(db: str, url: str) -> str:
             [doc_id],
         ).fetchone()
         original_url = (
-            con.execute("SELECT url FROM documents WHERE doc_id = ?", [cluster[0]]).fetchone()[0] if cluster[0] is not None else None
+            con.execute("SELECT url FROM documents WHERE doc_id = ?", [cluster[0]]).fetchone()[0]
+            if cluster[0] is not None
+            else None
         )
-        markers = con.execute("SELECT kind, rule, position, text FROM markers WHERE doc_id = ? ORDER BY position", [doc_id]).fetchall()
+        markers = con.execute(
+            "SELECT kind, rule, position, text FROM markers WHERE doc_id = ? ORDER BY position", [doc_id]
+        ).fetchall()
         attributions = con.execute(
             "SELECT kind, strength, source_name, source_url FROM attributions WHERE doc_id = ?", [doc_id]
         ).fetchall()
@@ -82,9 +86,7 @@ def explain_url(db: str, url: str) -> str:
     else:
         lines.append(f"  original: not in the database{f'; credited: {attributed}' if attributed else ''}: {reason}")
     if repost:
-        lines.append(
-            f"copied from: {repost[1]}  (jaccard {repost[2]:.2f}, {repost[3]:.0%} of this page is in it): {repost[4]}"
-        )
+        lines.append(f"copied from: {repost[1]}  (jaccard {repost[2]:.2f}, {repost[3]:.0%} of this page is in it): {repost[4]}")
     lines.append(f"markers removed ({len(markers)}):" if markers else "markers removed: none")
     for kind, rule, position, text in markers:
         lines.append(f"  [{kind}] {rule} at paragraph {position}: {text[:160]}")

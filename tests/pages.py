@@ -48,7 +48,7 @@ def article_html(
     extra_head: str = "",
 ) -> str:
     head = f'<meta charset="{charset}">' if charset else ""
-    head += f"<title>{html.escape(title)}</title><meta property=\"og:site_name\" content=\"{site_name}\">"
+    head += f'<title>{html.escape(title)}</title><meta property="og:site_name" content="{site_name}">'
     if canonical:
         head += f'<link rel="canonical" href="{canonical}">'
     if og_url:

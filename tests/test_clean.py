@@ -89,9 +89,10 @@ def test_source_in_the_middle_of_a_story_is_not_cut():
     paragraphs = CANAL_STORY[:3] + [middle] + CANAL_STORY[3:] + CANAL_STORY
     cleaned = strip_markers(article(paragraphs), CONFIG)
     assert middle in cleaned.body
-    assert "according to a source" in strip_markers(
-        article(CANAL_STORY + ["The gates will hold, according to a source at the council."]), CONFIG
-    ).body
+    assert (
+        "according to a source"
+        in strip_markers(article(CANAL_STORY + ["The gates will hold, according to a source at the council."]), CONFIG).body
+    )
 
 
 def test_finance_risk_footer_is_a_marker_but_not_a_copy_sign():
@@ -103,7 +104,10 @@ def test_finance_risk_footer_is_a_marker_but_not_a_copy_sign():
 
 
 def test_disclaimer_glued_to_the_last_paragraph_is_peeled_off():
-    glued = CANAL_STORY[-1] + " Quelle: Stadtanzeiger Hinweis: Dieser Artikel wurde von einer anderen Quelle übernommen. Das Urheberrecht liegt beim ursprünglichen Autor."
+    glued = (
+        CANAL_STORY[-1]
+        + " Quelle: Stadtanzeiger Hinweis: Dieser Artikel wurde von einer anderen Quelle übernommen. Das Urheberrecht liegt beim ursprünglichen Autor."
+    )
     cleaned = strip_markers(article(CANAL_STORY[:-1] + [glued]), CONFIG)
     assert cleaned.body.endswith(CANAL_STORY[-1])
     assert cleaned.marks_copy
@@ -124,7 +128,8 @@ def test_cross_domain_canonical_is_strong_evidence_and_own_canonical_is_not():
 
 def test_user_rule_files_add_rules(tmp_path: Path):
     (tmp_path / "mine.toml").write_text(
-        '[[rule]]\nid = "mine.disclaimer.mirror"\nkind = "disclaimer"\nall = ["mirrored by the canal watchers"]\n', encoding="utf-8"
+        '[[rule]]\nid = "mine.disclaimer.mirror"\nkind = "disclaimer"\nall = ["mirrored by the canal watchers"]\n',
+        encoding="utf-8",
     )
     rules = load_rules((tmp_path,))
     cleaned = strip_markers(article(CANAL_STORY + ["Mirrored by the Canal Watchers for our members."]), CleanConfig(rules=rules))

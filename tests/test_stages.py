@@ -87,7 +87,9 @@ def test_excerpt_is_linked_by_containment_and_unrelated_story_is_not():
 
 def test_candidate_index_finds_a_near_copy_and_not_an_unrelated_page():
     index = CandidateIndex(LINK, FP)
-    index.add_many([(1, fingerprint(" ".join(CANAL_STORY), FP).hashvalues), (2, fingerprint(" ".join(BAKERY_STORY), FP).hashvalues)])
+    index.add_many(
+        [(1, fingerprint(" ".join(CANAL_STORY), FP).hashvalues), (2, fingerprint(" ".join(BAKERY_STORY), FP).hashvalues)]
+    )
     copy = fingerprint(" ".join(CANAL_STORY[:-1]) + " The end.", FP)
     assert 1 in index.candidates(copy.hashvalues)
     assert 2 not in index.candidates(copy.hashvalues)
@@ -106,7 +108,9 @@ def write_warc(path, records, gz=True):
 
 def test_warc_reader_reads_http_and_non_http_target_uris(tmp_path):
     text = article_html("Canal", CANAL_STORY).encode()
-    path = write_warc(tmp_path / "a.warc.gz", [("https://canal.example/a", text, "text/html"), ("urn:test:canal-b", text, "text/html")])
+    path = write_warc(
+        tmp_path / "a.warc.gz", [("https://canal.example/a", text, "text/html"), ("urn:test:canal-b", text, "text/html")]
+    )
     pages = list(read_warc(path))
     assert [p.url for p in pages] == ["https://canal.example/a", "urn:test:canal-b"]
     assert all(p.ok and p.status == 200 and p.html == text for p in pages)

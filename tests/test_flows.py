@@ -1,0 +1,145 @@
+"""The flows under one Prefect test harness: real HTTP, real WARC files, real DuckDB."""
+
+from dataclasses import replace
+
+import duckdb
+import pytest
+
+from dedup.batch import Settings
+from flows.cli import main
+from flows.pipeline import crawl_flow, ingest_flow
+from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html
+from tests.test_stages import write_warc
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+# the test server is on loopback: these crawls opt out of the SSRF guard explicitly
+LOOPBACK = replace(Settings(), fetch=replace(Settings().fetch, ssrf_protection=False, timeout_s=5))
+
+# DESIGN.md's public SQL interface: tables and the columns users rely on
+PUBLIC_COLUMNS = {
+    "documents": {"doc_id", "url", "final_url", "canonical_url", "host", "site_name", "title", "author", "published_at",
+                  "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "cluster_id", "run_id"},
+    "clusters": {"cluster_id", "original_doc_id", "attributed_source", "size", "confidence", "reason", "first_published_at",
+                 "created_run", "updated_run"},
+    "reposts": {"doc_id", "source_doc_id", "cluster_id", "jaccard", "containment", "evidence"},
+    "markers": {"doc_id", "kind", "rule", "text", "position"},
+    "attributions": {"doc_id", "kind", "source_name", "source_url", "strength"},
+    "fetches": {"run_id", "url", "status", "error", "fetched_at", "bytes", "elapsed_ms", "source"},
+    "runs": {"run_id", "flow_run_id", "kind", "started_at", "finished_at", "params", "stats"},
+    "repost_pairs": {"copy_url", "copy_host", "source_url", "source_host", "jaccard", "containment", "lag"},
+    "host_stats": {"host", "pages", "copies", "originals", "median_lag_hours"},
+}  # fmt: skip
+
+
+def serve_story_web(httpserver):
+    original = article_html("Canal drained", CANAL_STORY, published="2026-02-01T08:00:00", site_name="Canal Courier")
+    copy = article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay")
+    other = article_html("Bakery bread", BAKERY_STORY, [SEED_DISCLAIMER], site_name="Relay")
+    httpserver.expect_request("/original").respond_with_data(original, content_type="text/html; charset=utf-8")
+    httpserver.expect_request("/copy").respond_with_data(copy, content_type="text/html; charset=utf-8")
+    httpserver.expect_request("/other").respond_with_data(other, content_type="text/html; charset=utf-8")
+    httpserver.expect_request("/gone").respond_with_data("gone", status=404)
+    httpserver.expect_request("/data.json").respond_with_data('{"a": 1}', content_type="application/json")
+    return [httpserver.url_for(p) for p in ("/original", "/copy", "/other", "/gone", "/data.json")]
+
+
+def test_crawl_links_the_copy_and_records_every_fetch(httpserver, db_path):
+    urls = serve_story_web(httpserver)
+    summary = crawl_flow(urls, db=db_path, settings=LOOPBACK)
+    assert summary["pages"] == 3 and summary["failed"] == 2
+    con = duckdb.connect(db_path, read_only=True)
+    fetches = dict(con.execute("SELECT url, coalesce(error, 'ok') FROM fetches").fetchall())
+    assert fetches[urls[0]] == "ok" and fetches[urls[3]] == "HTTP 404" and fetches[urls[4]] == "not HTML: application/json"
+    clusters = con.execute(
+        "SELECT c.size, o.url FROM clusters c LEFT JOIN documents o ON o.doc_id = c.original_doc_id ORDER BY c.size DESC"
+    ).fetchall()
+    assert clusters[0] == (2, urls[0])
+    assert con.execute("SELECT count(*) FROM clusters").fetchone()[0] == 2
+    assert con.execute("SELECT flow_run_id IS NOT NULL AND finished_at IS NOT NULL FROM runs").fetchone()[0]
+    con.close()
+    # a second crawl fetches only what is new
+    again = crawl_flow(urls, db=db_path, settings=LOOPBACK)
+    assert again["skipped_known"] == 3 and again["pages"] == 0
+
+
+def test_the_ssrf_guard_is_on_by_default(httpserver, db_path):
+    urls = serve_story_web(httpserver)
+    summary = crawl_flow(urls[:1], db=db_path)
+    assert summary["pages"] == 0 and summary["failed"] == 1
+    con = duckdb.connect(db_path, read_only=True)
+    (error,) = con.execute("SELECT error FROM fetches").fetchone()
+    con.close()
+    assert "non-public address" in error
+
+
+def test_ingest_is_incremental_and_idempotent(tmp_path, db_path):
+    copy = article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay").encode()
+    original = article_html("Canal drained", CANAL_STORY, site_name="Canal Courier").encode()
+    first = write_warc(tmp_path / "one.warc.gz", [("https://relay.example/canal", copy, "text/html; charset=utf-8")])
+    second = write_warc(tmp_path / "two.warc", [("https://canal.example/drain", original, "text/html")], gz=False)
+    ingest_flow([str(first)], db=db_path, settings=LOOPBACK)
+    ingest_flow([str(first), str(second)], db=db_path, settings=LOOPBACK)
+    again = ingest_flow([str(first), str(second)], db=db_path, settings=LOOPBACK)
+    assert again["pages"] == 0
+    con = duckdb.connect(db_path, read_only=True)
+    assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 2
+    size, original_url = con.execute(
+        "SELECT c.size, o.url FROM clusters c JOIN documents o ON o.doc_id = c.original_doc_id"
+    ).fetchone()
+    assert (size, original_url) == (2, "https://canal.example/drain")
+    con.close()
+
+
+def test_public_sql_interface_has_the_documented_names(tmp_path, db_path):
+    page = article_html("Canal drained", CANAL_STORY, site_name="Canal Courier").encode()
+    ingest_flow([str(write_warc(tmp_path / "a.warc.gz", [("https://canal.example/a", page, "text/html")]))], db=db_path)
+    con = duckdb.connect(db_path, read_only=True)
+    for table, expected in PUBLIC_COLUMNS.items():
+        columns = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        assert expected <= columns, f"{table} lacks {expected - columns}"
+    assert con.execute("SELECT count(*) FROM documents WHERE cluster_id IS NULL").fetchone()[0] == 0
+    con.close()
+
+
+def test_cli_sql_show_explain_and_errors(tmp_path, db_path, capsys):
+    copy = article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay").encode()
+    original = article_html("Canal drained", CANAL_STORY, site_name="Canal Courier").encode()
+    warc = write_warc(
+        tmp_path / "a.warc.gz",
+        [("https://canal.example/drain", original, "text/html"), ("https://relay.example/c", copy, "text/html")],
+    )
+    assert main(["--db", db_path, "ingest", str(warc)]) == 0
+    assert "2 new pages stored" in capsys.readouterr().out
+    assert main(["--db", db_path, "sql", "SELECT url FROM documents ORDER BY doc_id", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["url", "https://canal.example/drain", "https://relay.example/c"]
+    assert main(["--db", db_path, "explain", "https://relay.example/c"]) == 0
+    explained = capsys.readouterr().out
+    assert "original: https://canal.example/drain" in explained and "en.disclaimer" in explained
+    cluster_id = duckdb.connect(db_path, read_only=True).execute("SELECT cluster_id FROM clusters").fetchone()[0]
+    assert main(["--db", db_path, "show", str(cluster_id)]) == 0
+    assert "ORIGINAL" in capsys.readouterr().out
+    # the database is opened read-only for sql; mistakes are one line and exit 2
+    assert main(["--db", db_path, "sql", "DELETE FROM documents"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reposts: error:") and len(err.strip().splitlines()) == 1
+    assert main(["--db", str(tmp_path / "none.duckdb"), "sql", "SELECT 1"]) == 2
+    assert main(["--db", db_path, "ingest", str(tmp_path / "missing.warc")]) == 2
+    assert main(["--db", db_path, "show", "999999"]) == 2
+    assert duckdb.connect(db_path, read_only=True).execute("SELECT count(*) FROM documents").fetchone()[0] == 2
+
+
+def test_demo_finds_its_planted_copies(db_path, capsys):
+    assert main(["--db", db_path, "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "clusters with copies:" in out
+    con = duckdb.connect(db_path, read_only=True)
+    rows = con.execute(
+        "SELECT o.host, c.size, c.attributed_source FROM clusters c LEFT JOIN documents o ON o.doc_id = c.original_doc_id WHERE c.size > 1 ORDER BY c.cluster_id"
+    ).fetchall()
+    con.close()
+    # four stories with their original on the demo web, one whose original is missing
+    assert sorted((h or "-", s) for h, s, _ in rows) == sorted(
+        [("127.0.0.21", 3), ("127.0.0.21", 2), ("127.0.0.22", 2), ("127.0.0.23", 2), ("-", 2)]
+    )
+    assert [a for h, _, a in rows if h is None] == ["River Times"]
