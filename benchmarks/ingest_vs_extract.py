@@ -33,7 +33,9 @@ def pipeline_ingest(warc: Path) -> float:
     reposts = Path(sys.executable).with_name("reposts")
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        subprocess.run([str(reposts), "--db", f"{folder}/bench.duckdb", "ingest", str(warc)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(reposts), "--db", f"{folder}/bench.duckdb", "ingest", str(warc)], check=True, stdout=subprocess.DEVNULL
+        )
         return time.perf_counter() - started
 
 

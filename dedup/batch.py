@@ -100,6 +100,8 @@ class Linker:
         self.index.add_many(store.signatures())
         self._shingles: dict[int, frozenset[str]] = {}
         self._next_id = store.next_doc_id()
+        # the run is the only writer, so the stored URLs are read once and kept up to date here
+        self._known_urls = store.known_urls()
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         settings = self.settings
@@ -108,12 +110,11 @@ class Linker:
             if fetch.error:
                 key = fetch.error.split(":")[0][:60]
                 stats.errors[key] = stats.errors.get(key, 0) + 1
-        known = self.store.known_urls()
         pages: list[Page] = []
         seen: set[str] = set()
         for item in batch.prepared:
             url = item.cleaned.article.url
-            if url in known or url in seen:
+            if url in self._known_urls or url in seen:
                 continue
             seen.add(url)
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
@@ -179,7 +180,7 @@ class Linker:
             settings.provenance.aggregator_min_pages, settings.provenance.aggregator_copy_share
         )
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
-        touched = {members[p.doc_id].cluster_id for p in pages} | {keep for keep in state.merged_into.values()}
+        touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values())
         clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
         for page in pages:
             page.cluster_id = members[page.doc_id].cluster_id
@@ -197,6 +198,7 @@ class Linker:
                 removed_clusters=[g for g in state.merged_into if g not in state.new_clusters and g in before],
             )
         )
+        self._known_urls |= seen
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
         stats.grown_clusters = sum(1 for e in events if e.kind == "grew")
         stats.merged_clusters = sum(1 for e in events if e.kind == "merged")

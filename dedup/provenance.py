@@ -180,6 +180,13 @@ def choose_original(
     return Decision(best.doc_id, confidence, "; ".join(reasons))
 
 
+def centre_of(decision: Decision, members: list[Member]) -> int:
+    """The page a cluster is matched against: its original, else its largest page."""
+    if decision.original_doc_id is not None:
+        return decision.original_doc_id
+    return max(members, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
+
+
 def _share_in(part: Member, whole: Member, similarity_of: SimilarityOf) -> float:
     """Share of `part`'s shingles found in `whole`."""
     return similarity_of(part.doc_id, whole.doc_id).a_in_b
@@ -288,11 +295,7 @@ def assign_pages(
         if cluster_id not in centre_cache:
             member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
             decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
-            centre_cache[cluster_id] = (
-                decision.original_doc_id
-                if decision.original_doc_id is not None
-                else max(member_list, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
-            )
+            centre_cache[cluster_id] = centre_of(decision, member_list)
         return centre_cache[cluster_id]
 
     order = sorted(new_ids, key=lambda d: (state.members[d].marks_copy, -state.members[d].n_shingles, d))
@@ -383,11 +386,7 @@ def decide_clusters(
             continue
         member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
         decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
-        centre = (
-            decision.original_doc_id
-            if decision.original_doc_id is not None
-            else max(member_list, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
-        )
+        centre = centre_of(decision, member_list)
         original = state.members.get(decision.original_doc_id) if decision.original_doc_id is not None else None
         dates = [m.published_at for m in member_list if m.published_at]
         first_published = original.published_at if original and original.published_at else (min(dates) if dates else None)

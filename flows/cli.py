@@ -195,10 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reposts", description="Find which news pages are copies of which, and who published first."
     )
-    parser.add_argument("--db", help=f"DuckDB file (default: $REPOSTS_DB or ./{DEFAULT_DB})")
+    db_help = f"DuckDB file (default: $REPOSTS_DB or ./{DEFAULT_DB})"
+    parser.add_argument("--db", help=db_help)
+    # --db is accepted after the command too (`reposts ingest FILE --db X`);
+    # SUPPRESS keeps a value given before the command when it is absent after.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    crawl = sub.add_parser("crawl", help="fetch URLs and link the copies")
+    crawl = sub.add_parser("crawl", parents=[common], help="fetch URLs and link the copies")
     crawl.add_argument("urls", nargs="*", help="page URLs")
     crawl.add_argument("--urls-file", help="a file with one URL per line")
     crawl.add_argument(
@@ -210,26 +215,26 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
     crawl.set_defaults(func=cmd_crawl)
 
-    ingest = sub.add_parser("ingest", help="read WARC files (.warc, .warc.gz)")
+    ingest = sub.add_parser("ingest", parents=[common], help="read WARC files (.warc, .warc.gz)")
     ingest.add_argument("warc", nargs="+", help="WARC files")
     ingest.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
     ingest.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
     ingest.set_defaults(func=cmd_ingest)
 
-    sql = sub.add_parser("sql", help="run a read-only SQL query")
+    sql = sub.add_parser("sql", parents=[common], help="run a read-only SQL query")
     sql.add_argument("query")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.set_defaults(func=cmd_sql)
 
-    show = sub.add_parser("show", help="a cluster's pages as a timeline")
+    show = sub.add_parser("show", parents=[common], help="a cluster's pages as a timeline")
     show.add_argument("cluster", type=int)
     show.set_defaults(func=cmd_show)
 
-    explain = sub.add_parser("explain", help="why a page is where it is")
+    explain = sub.add_parser("explain", parents=[common], help="why a page is where it is")
     explain.add_argument("url")
     explain.set_defaults(func=cmd_explain)
 
-    demo = sub.add_parser("demo", help="serve the bundled demo sites on loopback and crawl them")
+    demo = sub.add_parser("demo", parents=[common], help="serve the bundled demo sites on loopback and crawl them")
     demo.set_defaults(func=cmd_demo)
     return parser
 
