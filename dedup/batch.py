@@ -7,8 +7,14 @@ index and links, clusters and stores each prepared batch in turn.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
 
+from dedup.archive import read_warc
 from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
@@ -220,3 +226,67 @@ def _member_of(page: Page) -> Member:
         attributions=cleaned.attributions,
         site_name=cleaned.article.site_name,
     )
+
+
+def batches_of(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def open_store(db: str, settings: Settings) -> Store:
+    """The database, migrated, checked to hold signatures made with these settings."""
+    store = Store(db)
+    store.migrate()
+    store.check_signature_params(settings.fingerprint.params())
+    return store
+
+
+class PreparedAhead:
+    """Batches of pages prepared in worker processes, a few batches ahead of use.
+
+    `in_order()` yields `(number, n_pages, future)` in input order and hands
+    the next batch to the workers each time one is taken, so at most `ahead`
+    batches wait in memory. (Not iterable itself: Prefect walks iterable flow
+    parameters, which would consume a batch.) Started before an orchestrator is up (the CLI does
+    this before the Prefect flow), the workers are busy while it starts.
+    """
+
+    def __init__(self, page_batches: Iterator[list[FetchedPage]], settings: Settings, workers: int, ahead: int | None = None):
+        self._batches = page_batches
+        self._settings = settings
+        self._executor = ProcessPoolExecutor(max_workers=max(1, workers))
+        self._ahead = ahead or 2 * max(1, workers) + 1
+        self._queue: deque[tuple[int, int, Future]] = deque()
+        self._number = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._queue) < self._ahead:
+            pages = next(self._batches, None)
+            if pages is None:
+                return
+            self._number += 1
+            self._queue.append((self._number, len(pages), self._executor.submit(prepare_pages, pages, self._settings)))
+
+    def in_order(self) -> Iterator[tuple[int, int, Future]]:
+        while self._queue:
+            item = self._queue.popleft()
+            self._fill()
+            yield item
+
+    def close(self) -> None:
+        for _, _, future in self._queue:
+            future.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, workers: int) -> PreparedAhead:
+    """Start preparing the pages of WARC files that the database does not hold yet."""
+    known = frozenset(open_store(db, settings).known_urls())
+
+    def pages() -> Iterator[FetchedPage]:
+        for path in warc_paths:
+            yield from read_warc(Path(path), skip_urls=known)
+
+    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers)

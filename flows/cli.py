@@ -81,14 +81,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UserError(f"no such WARC file: {path}")
     _quiet_prefect()
-    from flows.pipeline import ingest_flow
+    from dedup.batch import prepare_warcs_ahead
 
+    db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
+    # the workers start on the first batches now, while Prefect starts its API
+    started = prepare_warcs_ahead(warcs, db, settings, args.workers)
     progress = Progress(None, "ingest")
     try:
-        summary = ingest_flow(
-            list(args.warc), db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress
-        )
+        from flows.pipeline import ingest_flow
+
+        summary = ingest_flow(warcs, db=db, settings=settings, workers=args.workers, progress=progress, started=started)
     finally:
+        started.close()
         progress.close()
     _print_summary(summary, _db_path(args))
     return 0

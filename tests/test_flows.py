@@ -109,7 +109,8 @@ def test_cli_sql_show_explain_and_errors(tmp_path, db_path, capsys):
         tmp_path / "a.warc.gz",
         [("https://canal.example/drain", original, "text/html"), ("https://relay.example/c", copy, "text/html")],
     )
-    assert main(["ingest", str(warc), "--db", db_path]) == 0
+    # one page per batch: batches are prepared ahead in workers and must all land, in order
+    assert main(["ingest", str(warc), "--db", db_path, "--batch-size", "1"]) == 0
     assert "2 new pages stored" in capsys.readouterr().out
     assert main(["--db", db_path, "sql", "SELECT url FROM documents ORDER BY doc_id", "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines() == ["url", "https://canal.example/drain", "https://relay.example/c"]
