@@ -15,6 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 from dedup.archive import read_warc
+from dedup.boilerplate import BoilerplateConfig, HostLines, edge_lines
 from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
@@ -32,6 +33,7 @@ class Settings:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
+    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
     fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
@@ -126,6 +128,7 @@ class Linker:
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self._next_id += 1
         stats.pages = len(pages)
+        host_line_rows = self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else []
         # candidates and verified edges: against the stored pages and this batch
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
@@ -202,6 +205,7 @@ class Linker:
                 events=events,
                 moved=moved,
                 removed_clusters=[g for g in state.merged_into if g not in state.new_clusters and g in before],
+                host_lines=host_line_rows,
             )
         )
         self._known_urls |= seen
@@ -210,6 +214,27 @@ class Linker:
         stats.merged_clusters = sum(1 for e in events if e.kind == "merged")
         stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
         return stats
+
+    def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:
+        """Learn each host's furniture from this batch and the stored pages, strip it
+        from this batch's pages (re-fingerprinting those that change), and return
+        the host_lines rows to store with the batch."""
+        config = self.settings.boilerplate
+        keys = {(p.article.host or "", key) for p in pages for key in edge_lines(p.cleaned.body, config)}
+        lines = HostLines(config, self.settings.fingerprint.dtype)
+        rows = self.store.host_lines(keys)
+        lines.load(rows, self.store.minhashes({d for row in rows for d in row[3]}))
+        for page in pages:
+            lines.observe(
+                page.article.host or "", page.doc_id, page.signature.hashvalues, page.signature.n_shingles, page.cleaned.body
+            )
+        for page in pages:
+            stripped = lines.strip(page.cleaned)
+            if stripped is not page.cleaned:
+                signature = fingerprint(stripped.body, self.settings.fingerprint)
+                if signature.shingles:
+                    page.cleaned, page.signature = stripped, signature
+        return lines.changed_rows()
 
 
 def _member_of(page: Page) -> Member:

@@ -43,6 +43,11 @@ class FingerprintConfig:
         if self.scheme not in _SCHEME_DTYPES:
             raise ValueError(f"scheme must be one of {', '.join(_SCHEME_DTYPES)}, got {self.scheme!r}")
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the stored hash values."""
+        return np.dtype(_SCHEME_DTYPES[self.scheme])
+
     def params(self) -> dict[str, str]:
         """What a stored signature depends on; kept with the signatures."""
         return {
@@ -85,7 +90,7 @@ def fingerprint(text: str, config: FingerprintConfig) -> Signature:
 
 def lean_minhash(hashvalues: bytes, config: FingerprintConfig) -> LeanMinHash:
     """Rebuild a stored signature; the scheme must be the one it was made with."""
-    values = np.frombuffer(hashvalues, dtype=_SCHEME_DTYPES[config.scheme])
+    values = np.frombuffer(hashvalues, dtype=config.dtype)
     if len(values) != config.num_perm:
         raise ValueError(
             f"stored signature has {len(values)} hash values, the settings say num_perm={config.num_perm}: "

@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -61,6 +61,7 @@ class BatchWrite:
     events: list[ClusterEvent]
     moved: dict[int, int]  # stored doc_id -> its new cluster_id (after a merge)
     removed_clusters: list[int]  # clusters merged into others
+    host_lines: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # new or grown
 
 
 class Store:
@@ -160,6 +161,29 @@ class Store:
     def signatures(self) -> list[tuple[int, bytes]]:
         with self.connect() as con:
             return [(d, bytes(m)) for d, m in con.execute("SELECT doc_id, minhash FROM documents").fetchall()]
+
+    def minhashes(self, doc_ids: set[int]) -> dict[int, tuple[bytes, int]]:
+        """Stored signatures by doc id: (hash values, number of shingles)."""
+        if not doc_ids:
+            return {}
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [list(doc_ids)]
+            )
+            return {d: (bytes(m), n) for d, m, n in rows.fetchall()}
+
+    def host_lines(self, keys: set[tuple[str, int]]) -> list[tuple[str, int, str, list[int]]]:
+        """Stored (host, line_key, text, story_doc_ids) rows for these keys."""
+        if not keys:
+            return []
+        wanted = pa.table({"host": [h for h, _ in keys], "line_key": [k for _, k in keys]})
+        with self.connect() as con:
+            con.register("_wanted_lines", wanted)
+            rows = con.execute(
+                "SELECT l.host, l.line_key, l.text, l.story_doc_ids FROM host_lines l "
+                "JOIN _wanted_lines w ON w.host = l.host AND w.line_key = l.line_key"
+            ).fetchall()
+        return [(h, k, t, list(d)) for h, k, t, d in rows]
 
     def aggregator_hosts(self, min_pages: int, copy_share: float) -> set[str]:
         with self.connect() as con:
@@ -335,6 +359,14 @@ class Store:
                     ("run_id", "cluster_id", "kind", "detail", "other_cluster_id", "happened_at"),
                     [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
                 )
+                if batch.host_lines:
+                    _bulk_insert(
+                        con,
+                        "host_lines",
+                        ("host", "line_key", "text", "story_doc_ids"),
+                        [list(row) for row in batch.host_lines],
+                        or_replace=True,
+                    )
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
@@ -378,7 +410,9 @@ class Store:
         _bulk_insert(con, "attributions", ("doc_id", "kind", "source_name", "source_url", "strength"), attributions)
 
 
-def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], rows: list[list]) -> None:
+def _bulk_insert(
+    con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str, ...], rows: list[list], or_replace: bool = False
+) -> None:
     """Insert many rows in one statement through an Arrow table (executemany
     is row by row and dominated the write time)."""
     if not rows:
@@ -386,7 +420,8 @@ def _bulk_insert(con: duckdb.DuckDBPyConnection, table: str, columns: tuple[str,
     arrow = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
     con.register("_bulk_rows", arrow)
     try:
-        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _bulk_rows")
+        verb = "INSERT OR REPLACE" if or_replace else "INSERT"
+        con.execute(f"{verb} INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _bulk_rows")
     finally:
         con.unregister("_bulk_rows")
 

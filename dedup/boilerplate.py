@@ -1,0 +1,148 @@
+"""Learned host boilerplate: the paragraphs a site puts on all its pages.
+
+An aggregator's own disclaimer, a "follow us" line, a site slogan: no rule
+names them, but they recur at the edges of many pages of one host that carry
+different stories. Once a paragraph has been seen on `min_stories` pages of
+a host whose stories differ, it is that host's furniture, and the clean step
+strips it from that host's pages with the rule `learned` (kind boilerplate).
+
+"Different stories" is measured, not assumed from titles: an aggregator that
+reposts one story three times under three titles repeats the story's own
+paragraphs, and those must stay. Two pages count as different stories when
+they would not be linked as copies: the MinHash estimate of their Jaccard
+similarity is below `story_jaccard` and neither body is mostly contained in
+the other (containment estimated from the Jaccard estimate and the two
+shingle counts, below `story_containment`).
+
+What is remembered per (host, paragraph): its text and the ids of up to
+`min_stories` pages with different stories that carried it (the `host_lines`
+table), so learning carries over from one run to the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from dedup.clean import fold
+from dedup.models import CleanedArticle, Marker
+
+RULE_ID = "learned"
+
+
+@dataclass(frozen=True)
+class BoilerplateConfig:
+    enabled: bool = True
+    # pages of one host, with pairwise different stories, that must carry a
+    # paragraph before it counts as the host's furniture
+    min_stories: int = 3
+    # only the first and last few paragraphs of a body are looked at
+    edge_paragraphs: int = 3
+    min_chars: int = 12
+    max_chars: int = 500
+    # two pages carry different stories when their estimated Jaccard and
+    # containment are both below these (the linking thresholds)
+    story_jaccard: float = 0.3
+    story_containment: float = 0.5
+
+
+def line_key(paragraph: str) -> int:
+    """A stable 63-bit key for a paragraph's folded form."""
+    digest = hashlib.blake2b(fold(paragraph).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def edge_lines(body: str, config: BoilerplateConfig) -> dict[int, str]:
+    """The body's edge paragraphs that are candidates for furniture, by key."""
+    paragraphs = [p for p in body.split("\n") if p.strip()]
+    n = config.edge_paragraphs
+    edges = paragraphs if len(paragraphs) <= 2 * n else paragraphs[:n] + paragraphs[-n:]
+    return {line_key(p): p for p in edges if config.min_chars <= len(p.strip()) <= config.max_chars}
+
+
+@dataclass
+class LineSeen:
+    """One paragraph of one host: its text and the pages of different stories that carried it."""
+
+    text: str
+    story_doc_ids: list[int] = field(default_factory=list)
+    changed: bool = False
+
+
+class HostLines:
+    """What has been seen of each host's edge paragraphs, and what is learned.
+
+    `observe` every page of a batch first, then `strip` them: a paragraph
+    that reaches the threshold within a batch is taken off all of that
+    batch's pages, the first ones included.
+    """
+
+    def __init__(self, config: BoilerplateConfig, dtype: np.dtype) -> None:
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.lines: dict[tuple[str, int], LineSeen] = {}
+        self._signatures: dict[int, tuple[np.ndarray, int]] = {}
+
+    def load(self, rows: list[tuple[str, int, str, list[int]]], signatures: dict[int, tuple[bytes, int]]) -> None:
+        """Stored lines (host, key, text, story doc ids), and the signatures
+        (hash values, shingle count) of those docs."""
+        for host, key, text, doc_ids in rows:
+            self.lines.setdefault((host, key), LineSeen(text=text, story_doc_ids=list(doc_ids)))
+        for doc_id, (values, n_shingles) in signatures.items():
+            self._signatures.setdefault(doc_id, (np.frombuffer(values, dtype=self.dtype), n_shingles))
+
+    def observe(self, host: str, doc_id: int, hashvalues: bytes, n_shingles: int, body: str) -> None:
+        signature = (np.frombuffer(hashvalues, dtype=self.dtype), n_shingles)
+        self._signatures[doc_id] = signature
+        for key, text in edge_lines(body, self.config).items():
+            seen = self.lines.setdefault((host, key), LineSeen(text=text))
+            if len(seen.story_doc_ids) >= self.config.min_stories or doc_id in seen.story_doc_ids:
+                continue
+            if all(self._different_story(signature, other) for other in seen.story_doc_ids):
+                seen.story_doc_ids.append(doc_id)
+                seen.changed = True
+
+    def _different_story(self, signature: tuple[np.ndarray, int], other_doc_id: int) -> bool:
+        if other_doc_id not in self._signatures:  # its page is gone; it counted when it was stored
+            return True
+        (values, n_a), (other, n_b) = signature, self._signatures[other_doc_id]
+        jaccard = float(np.mean(values == other))
+        common = jaccard * (n_a + n_b) / (1.0 + jaccard)
+        containment = common / max(1, min(n_a, n_b))
+        return jaccard < self.config.story_jaccard and containment < self.config.story_containment
+
+    def is_furniture(self, host: str, key: int) -> bool:
+        seen = self.lines.get((host, key))
+        return seen is not None and len(seen.story_doc_ids) >= self.config.min_stories
+
+    def strip(self, cleaned: CleanedArticle) -> CleanedArticle:
+        """The article without its host's learned furniture (unchanged if none)."""
+        host = cleaned.article.host or ""
+        candidates = edge_lines(cleaned.body, self.config)
+        furniture = {key for key in candidates if self.is_furniture(host, key)}
+        if not furniture:
+            return cleaned
+        text_lines = cleaned.article.text.split("\n")
+        kept, markers = [], list(cleaned.markers)
+        for paragraph in cleaned.body.split("\n"):
+            key = line_key(paragraph) if paragraph.strip() else None
+            if key in furniture and candidates.get(key) == paragraph:
+                position = text_lines.index(paragraph) if paragraph in text_lines else -1
+                markers.append(Marker(kind="boilerplate", rule=RULE_ID, text=paragraph, position=position))
+            else:
+                kept.append(paragraph)
+        body = "\n".join(kept).strip()
+        if not body:  # a page that is all furniture keeps its text rather than vanish
+            return cleaned
+        return replace(cleaned, body=body, markers=tuple(sorted(markers, key=lambda m: m.position)))
+
+    def changed_rows(self) -> list[tuple[str, int, str, list[int]]]:
+        """Lines whose story list grew since the last call, as rows to store."""
+        rows = []
+        for (host, key), seen in self.lines.items():
+            if seen.changed:
+                rows.append((host, key, seen.text, list(seen.story_doc_ids)))
+                seen.changed = False
+        return rows

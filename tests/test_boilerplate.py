@@ -1,0 +1,70 @@
+"""Learned host boilerplate: a site's own furniture is learned from its pages, story text is not."""
+
+import duckdb
+
+from dedup.batch import Linker, Settings, prepare_pages
+from dedup.store import Store
+from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
+
+SETTINGS = Settings()
+QUILL_NOTE = "Quillpost gathers stories from around the web every morning. We wrote none of them; follow the links for more."
+LIBRARY_STORY = [
+    "The town library will open on Sunday afternoons from March, after volunteers from the reading circle offered to staff the front desk so that the paid librarians keep their weekends.",
+    "The trial runs until the end of June. If more than eighty visitors come on an average Sunday, the council will pay for the extra heating and make the opening hours permanent.",
+    "The children's corner will host a story hour at three, read by pupils of the grammar school, and the café on the ground floor has agreed to open at the same time.",
+]
+
+
+def ingest(db, pages, run_name="test"):
+    store = Store(db)
+    store.migrate()
+    store.check_signature_params(SETTINGS.fingerprint.params())
+    run_id = store.start_run(run_name, None, {})
+    Linker(store, SETTINGS).link_batch(run_id, prepare_pages(pages, SETTINGS))
+
+
+def quill_page(n, title, story, tail=(QUILL_NOTE,)):
+    return fetched(f"https://quillpost.example/p/{n}", article_html(title, story, list(tail), site_name="Quillpost"))
+
+
+def bodies(db):
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return dict(con.execute("SELECT url, body FROM documents").fetchall())
+    finally:
+        con.close()
+
+
+def learned_markers(db):
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return con.execute(
+            "SELECT d.url, m.kind, m.text FROM markers m JOIN documents d USING (doc_id) WHERE m.rule = 'learned' ORDER BY d.url"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_new_aggregators_own_note_is_learned_from_three_stories_and_stripped(db_path):
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+    ingest(db_path, [quill_page(n, title, story) for n, (title, story) in enumerate(stories)])
+    assert all(QUILL_NOTE not in body for body in bodies(db_path).values())
+    assert [(kind, text) for _, kind, text in learned_markers(db_path)] == [("boilerplate", QUILL_NOTE)] * 3
+    # learned in one run, applied in the next
+    ingest(db_path, [quill_page(9, "Library on Sundays", LIBRARY_STORY)], run_name="later")
+    later = bodies(db_path)["https://quillpost.example/p/9"]
+    assert QUILL_NOTE not in later and LIBRARY_STORY[0] in later
+
+
+def test_two_stories_are_not_enough_to_call_a_line_furniture(db_path):
+    ingest(db_path, [quill_page(1, "Canal drained", CANAL_STORY), quill_page(2, "Market moves", MARKET_STORY)])
+    assert all(QUILL_NOTE in body for body in bodies(db_path).values())
+    assert learned_markers(db_path) == []
+
+
+def test_one_story_reposted_under_several_titles_keeps_its_own_paragraphs(db_path):
+    titles = ["Canal drained", "Basin to be emptied", "Engineers inspect the lock gates", "Boats must leave the basin"]
+    ingest(db_path, [quill_page(n, title, CANAL_STORY, tail=()) for n, title in enumerate(titles)])
+    for body in bodies(db_path).values():
+        assert CANAL_STORY[0] in body and CANAL_STORY[-1] in body
+    assert learned_markers(db_path) == []
