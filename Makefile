@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test ui lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# a local Prefect server with its UI, the deployments of prefect.yaml and a worker
+ui: $(STAMP)
+	$(BIN)/python -m flows.ui
+
 lint: $(STAMP)
 	$(BIN)/ruff check dedup flows tests benchmarks
 
@@ -25,4 +29,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_vs_extract.py
 
 clean:
-	rm -rf $(VENV) reposts.duckdb reposts.duckdb.wal
+	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal

@@ -7,7 +7,7 @@ same value a live fetch produces, so everything after this stage is shared.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -37,13 +37,17 @@ def _parse_warc_date(value: str | None) -> datetime | None:
         return None
 
 
-def read_warc(path: str | Path, skip_urls: frozenset[str] = frozenset()) -> Iterator[FetchedPage]:
+def read_warc(
+    path: str | Path, skip_urls: frozenset[str] = frozenset(), on_offset: Callable[[int], None] | None = None
+) -> Iterator[FetchedPage]:
     """Yield the response records of a WARC file as fetched pages.
 
     Records whose URL is in `skip_urls` are passed over without reading their
     payload (an ingest that resumes after a crash skips what it stored).
     Raises ArchiveError when the file is missing or is not a WARC file; a
     record cut short at the end of a file ends the iteration with an error page.
+    `on_offset` is told how many bytes of the file have been read, once per
+    record (for progress reports).
     """
     path = Path(path)
     if not path.is_file():
@@ -53,6 +57,8 @@ def read_warc(path: str | Path, skip_urls: frozenset[str] = frozenset()) -> Iter
         try:
             records = ArchiveIterator(stream, check_digests=False)
             for record in records:
+                if on_offset:
+                    on_offset(stream.tell())
                 if record.rec_type != "response":
                     continue
                 url = record.rec_headers.get_header("WARC-Target-URI") or ""

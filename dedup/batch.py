@@ -8,7 +8,7 @@ index and links, clusters and stores each prepared batch in turn.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -270,19 +270,29 @@ def open_store(db: str, settings: Settings) -> Store:
 class PreparedAhead:
     """Batches of pages prepared in worker processes, a few batches ahead of use.
 
-    `in_order()` yields `(number, n_pages, future)` in input order and hands
-    the next batch to the workers each time one is taken, so at most `ahead`
-    batches wait in memory. (Not iterable itself: Prefect walks iterable flow
-    parameters, which would consume a batch.) Started before an orchestrator is up (the CLI does
-    this before the Prefect flow), the workers are busy while it starts.
+    `in_order()` yields `(number, n_pages, input_read, future)` in input order,
+    where `input_read` is the share of the input read once that batch was
+    (for progress reports), and hands the next batch to the workers each time
+    one is taken, so at most `ahead` batches wait in memory. (Not iterable
+    itself: Prefect walks iterable flow parameters, which would consume a
+    batch.) Started before an orchestrator is up (the CLI does this before the
+    Prefect flow), the workers are busy while it starts.
     """
 
-    def __init__(self, page_batches: Iterator[list[FetchedPage]], settings: Settings, workers: int, ahead: int | None = None):
+    def __init__(
+        self,
+        page_batches: Iterator[list[FetchedPage]],
+        settings: Settings,
+        workers: int,
+        ahead: int | None = None,
+        input_read: Callable[[], float] = lambda: 0.0,
+    ):
         self._batches = page_batches
         self._settings = settings
+        self._input_read = input_read
         self._executor = ProcessPoolExecutor(max_workers=max(1, workers))
         self._ahead = ahead or 2 * max(1, workers) + 1
-        self._queue: deque[tuple[int, int, Future]] = deque()
+        self._queue: deque[tuple[int, int, float, Future]] = deque()
         self._number = 0
         self._fill()
 
@@ -292,16 +302,17 @@ class PreparedAhead:
             if pages is None:
                 return
             self._number += 1
-            self._queue.append((self._number, len(pages), self._executor.submit(prepare_pages, pages, self._settings)))
+            future = self._executor.submit(prepare_pages, pages, self._settings)
+            self._queue.append((self._number, len(pages), self._input_read(), future))
 
-    def in_order(self) -> Iterator[tuple[int, int, Future]]:
+    def in_order(self) -> Iterator[tuple[int, int, float, Future]]:
         while self._queue:
             item = self._queue.popleft()
             self._fill()
             yield item
 
     def close(self) -> None:
-        for _, _, future in self._queue:
+        for *_, future in self._queue:
             future.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
 
@@ -309,9 +320,16 @@ class PreparedAhead:
 def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, workers: int) -> PreparedAhead:
     """Start preparing the pages of WARC files that the database does not hold yet."""
     known = frozenset(open_store(db, settings).known_urls())
+    sizes = [Path(p).stat().st_size if Path(p).is_file() else 0 for p in warc_paths]
+    read = {"files": 0, "offset": 0}
 
     def pages() -> Iterator[FetchedPage]:
-        for path in warc_paths:
-            yield from read_warc(Path(path), skip_urls=known)
+        for number, path in enumerate(warc_paths):
+            read["files"], read["offset"] = sum(sizes[:number]), 0
+            yield from read_warc(Path(path), skip_urls=known, on_offset=lambda offset: read.update(offset=offset))
+        read["files"], read["offset"] = sum(sizes), 0
 
-    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers)
+    def input_read() -> float:
+        return (read["files"] + read["offset"]) / max(1, sum(sizes))
+
+    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, input_read=input_read)

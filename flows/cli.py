@@ -59,8 +59,6 @@ def _settings(args: argparse.Namespace):
     rule_dirs = tuple(Path(p) for p in os.environ.get("REPOSTS_RULES_DIR", "").split(os.pathsep) if p)
     if rule_dirs:
         settings = replace(settings, clean=CleanConfig(extra_rule_dirs=rule_dirs, rules=load_rules(rule_dirs)))
-    if getattr(args, "allow_private_network", False):
-        settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
     if getattr(args, "batch_size", None):
         settings = replace(settings, batch_size=args.batch_size)
     return settings
@@ -99,17 +97,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _read_urls(args: argparse.Namespace) -> list[str]:
-    urls = list(args.urls)
-    if args.urls_file:
-        path = Path(args.urls_file)
-        if not path.is_file():
-            raise UserError(f"no such URL file: {path}")
-        urls += [
-            line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")
-        ]
-    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
-    if bad:
-        raise UserError(f"not an http(s) URL: {bad[0]}")
+    from flows.sources import check_urls, read_sources
+
+    urls = check_urls(list(args.urls) + (read_sources(args.urls_file) if args.urls_file else []))
     if not urls:
         raise UserError("give URLs to crawl, or --urls-file FILE")
     return urls
@@ -122,7 +112,14 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
     progress = Progress(len(urls), "crawl")
     try:
-        summary = crawl_flow(urls, db=_db_path(args), settings=_settings(args), workers=args.workers, progress=progress)
+        summary = crawl_flow(
+            urls,
+            db=_db_path(args),
+            settings=_settings(args),
+            workers=args.workers,
+            allow_private_network=args.allow_private_network,
+            progress=progress,
+        )
     finally:
         progress.close()
     _print_summary(summary, _db_path(args))

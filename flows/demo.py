@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import threading
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -158,13 +158,12 @@ def run_demo(db: str, settings=None) -> int:
     from flows.pipeline import crawl_flow
 
     settings = settings or Settings()
-    # the demo web is on loopback: opt out of the SSRF guard for this crawl only
-    settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
     with DemoWeb() as web:
         print(f"serving {len(web.urls)} demo pages on {len({a for a, _ in web.pages})} loopback sites (port {web.port})")
         progress = Progress(len(web.urls), "crawl")
         try:
-            summary = crawl_flow(web.urls, db=db, settings=settings, progress=progress)
+            # the demo web is on loopback: the SSRF guard is off for this crawl only
+            summary = crawl_flow(web.urls, db=db, settings=settings, allow_private_network=True, progress=progress)
         finally:
             progress.close()
     _print_summary(summary, db)

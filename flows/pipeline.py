@@ -8,7 +8,7 @@ order, one transaction each. Everything they call lives in `dedup`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,6 +27,8 @@ from dedup.batch import (
 from dedup.fetch import FetchConfig, fetch_page
 from dedup.models import FetchedPage
 from dedup.store import Store
+from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name
+from flows.sources import check_urls, read_sources
 
 ProgressCallback = Callable[[int], None]
 
@@ -60,14 +62,20 @@ def _flow_run_id() -> str | None:
 
 
 def _link_all(
-    store: Store, settings: Settings, run_id: int, ahead: PreparedAhead, progress: ProgressCallback | None
+    store: Store,
+    settings: Settings,
+    run_id: int,
+    ahead: PreparedAhead,
+    progress: ProgressCallback | None,
+    monitor: RunMonitor,
 ) -> BatchStats:
     """Link and store the prepared batches in input order, one transaction each."""
     linker = Linker(store, settings)
     total = BatchStats()
     try:
-        for number, n_pages, future in ahead.in_order():
+        for number, n_pages, input_read, future in ahead.in_order():
             total.add(link_batch(linker, run_id, future.result(), number))
+            monitor.progress(input_read)
             if progress:
                 progress(n_pages)
     finally:
@@ -75,7 +83,7 @@ def _link_all(
     return total
 
 
-@flow(name="ingest", log_prints=False)
+@flow(name="ingest", flow_run_name=ingest_run_name, log_prints=False)
 def ingest_flow(
     warc_paths: list[str],
     db: str = "reposts.duckdb",
@@ -91,35 +99,56 @@ def ingest_flow(
     start-up); without it the flow starts them itself.
     """
     settings = settings or Settings()
+    monitor = RunMonitor("ingest")
     store = open_store(db, settings)
     run_id = store.start_run("ingest", _flow_run_id(), {"warc_paths": warc_paths, "workers": workers})
     ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers)
-    stats = _link_all(store, settings, run_id, ahead, progress)
+    stats = _link_all(store, settings, run_id, ahead, progress, monitor)
     summary = {"run_id": run_id, **asdict(stats)}
     store.finish_run(run_id, summary)
+    monitor.finish(store, run_id, summary)
     return summary
 
 
-@flow(name="crawl", log_prints=False)
+@flow(name="crawl", flow_run_name=crawl_run_name, log_prints=False)
 def crawl_flow(
-    urls: list[str],
+    urls: list[str] | None = None,
+    sources_file: str | None = None,
     db: str = "reposts.duckdb",
     settings: Settings | None = None,
     workers: int = 2,
+    allow_private_network: bool = False,
     progress: ProgressCallback | None = None,
 ) -> dict:
-    """Fetch URLs into the database; URLs already stored are not fetched again."""
+    """Fetch URLs (given, or listed in `sources_file`) into the database and link the copies.
+
+    URLs already stored are not fetched again. `allow_private_network` turns
+    the SSRF guard off for this run (intranet sources, tests); it stays on
+    otherwise.
+    """
     settings = settings or Settings()
+    if allow_private_network:
+        settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
+    urls = check_urls(list(urls or []) + (read_sources(sources_file) if sources_file else []))
+    monitor = RunMonitor("crawl")
     store = open_store(db, settings)
-    run_id = store.start_run("crawl", _flow_run_id(), {"urls": len(urls)})
+    run_id = store.start_run("crawl", _flow_run_id(), {"urls": len(urls), "sources_file": sources_file})
     known = store.known_urls()
-    todo = list(dict.fromkeys(u for u in urls if u not in known))
+    todo = [u for u in urls if u not in known]
+    fetched_so_far = {"urls": 0}
 
     def fetched() -> Iterator[list[FetchedPage]]:
         for batch in batches_of(todo, settings.batch_size):
-            yield fetch_batch(batch, settings.fetch, len(batch))
+            pages = fetch_batch(batch, settings.fetch, len(batch))
+            monitor.fetched(pages)
+            fetched_so_far["urls"] += len(batch)
+            yield pages
 
-    stats = _link_all(store, settings, run_id, PreparedAhead(fetched(), settings, workers, ahead=workers + 1), progress)
+    ahead = PreparedAhead(
+        fetched(), settings, workers, ahead=workers + 1, input_read=lambda: fetched_so_far["urls"] / max(1, len(todo))
+    )
+    stats = _link_all(store, settings, run_id, ahead, progress, monitor)
     summary = {"run_id": run_id, "skipped_known": len(urls) - len(todo), **asdict(stats)}
     store.finish_run(run_id, summary)
+    monitor.finish(store, run_id, summary)
     return summary

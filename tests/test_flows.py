@@ -144,3 +144,12 @@ def test_demo_finds_its_planted_copies(db_path, capsys):
         [("127.0.0.21", 3), ("127.0.0.21", 2), ("127.0.0.22", 2), ("127.0.0.23", 2), ("-", 2)]
     )
     assert [a for h, _, a in rows if h is None] == ["River Times"]
+
+
+def test_a_host_that_keeps_failing_gets_one_warning_and_the_run_goes_on(httpserver, db_path, caplog):
+    urls = serve_story_web(httpserver)[:1] + [f"http://127.0.0.1:9/story-{n}" for n in range(4)]  # port 9: refused
+    with caplog.at_level("WARNING"):
+        summary = crawl_flow(urls, db=db_path, settings=LOOPBACK)
+    warnings = [r.getMessage() for r in caplog.records if "keeps failing" in r.getMessage()]
+    assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0]
+    assert (summary["pages"], summary["failed"]) == (1, 4)

@@ -1,0 +1,166 @@
+"""What a run shows in the Prefect UI: progress, a summary, tables, readable logs.
+
+Artifacts are keyed by the flow (`crawl-summary`, `ingest-summary`, ...), so
+the Artifacts page holds each flow's latest summary, with every earlier run's
+version behind it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+from prefect import get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.runtime import flow_run
+
+from dedup.models import FetchedPage
+from dedup.store import Store
+
+# a host with this many failed fetches and none that worked gets a warning
+FAILING_HOST_WARN_AT = 3
+TABLE_ROWS = 200
+
+
+def crawl_run_name() -> str:
+    """'crawl 2026-11-25 14:00, 120 sources' (the number of URLs given)."""
+    params = flow_run.parameters or {}
+    n = len(params.get("urls") or [])
+    sources_file = params.get("sources_file")
+    if sources_file:
+        from flows.sources import read_sources
+
+        try:
+            n += len(read_sources(sources_file))
+        except OSError:
+            pass
+    return f"crawl {_start():%Y-%m-%d %H:%M}, {n} source{'s' if n != 1 else ''}"
+
+
+def ingest_run_name() -> str:
+    paths = (flow_run.parameters or {}).get("warc_paths") or []
+    names = ", ".join(str(p).rsplit("/", 1)[-1] for p in paths[:2]) + (", ..." if len(paths) > 2 else "")
+    return f"ingest {_start():%Y-%m-%d %H:%M}, {len(paths)} WARC file{'s' if len(paths) != 1 else ''} ({names})"
+
+
+def _start() -> datetime:
+    start = flow_run.scheduled_start_time
+    return start if isinstance(start, datetime) else datetime.now()
+
+
+class RunMonitor:
+    """Progress artifact, failing-host warnings and the end-of-run artifacts of one flow run."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.logger = get_run_logger()
+        self._progress_id = create_progress_artifact(
+            0.0, key=f"{kind}-progress", description=f"Share of this {kind} run's input that is linked and stored."
+        )
+        self._failures: Counter[str] = Counter()
+        self._successes: set[str] = set()
+        self._warned: set[str] = set()
+
+    def progress(self, fraction: float) -> None:
+        update_progress_artifact(self._progress_id, round(100.0 * min(1.0, max(0.0, fraction)), 1))
+
+    def fetched(self, pages: list[FetchedPage]) -> None:
+        """Warn once per run about a host that keeps failing."""
+        for page in pages:
+            host = page.url.split("/")[2] if "://" in page.url else page.url
+            if page.error:
+                self._failures[host] += 1
+            else:
+                self._successes.add(host)
+            if self._failures[host] >= FAILING_HOST_WARN_AT and host not in self._successes and host not in self._warned:
+                self._warned.add(host)
+                self.logger.warning(
+                    "host %s keeps failing: %d fetches, none worked (last: %s)", host, self._failures[host], page.error
+                )
+
+    def finish(self, store: Store, run_id: int, summary: dict) -> None:
+        """The run's summary, its new and grown clusters, and its failed fetches, as artifacts."""
+        self.progress(1.0)
+        report = run_report(store, run_id)
+        create_markdown_artifact(
+            summary_markdown(self.kind, run_id, summary, report),
+            key=f"{self.kind}-summary",
+            description=f"What the latest {self.kind} run did: pages, failures by reason, clusters, the hosts that copied most.",
+        )
+        create_table_artifact(
+            report["clusters"] or [{"cluster_id": None, "change": "no new or grown clusters"}],
+            key=f"{self.kind}-clusters",
+            description=f"Clusters the latest {self.kind} run created or grew, with their original and newest URLs.",
+        )
+        create_table_artifact(
+            report["failed"] or [{"url": None, "error": "no failed fetches"}],
+            key=f"{self.kind}-failed-fetches",
+            description=f"Pages the latest {self.kind} run could not fetch or extract, with the reason.",
+        )
+
+
+def run_report(store: Store, run_id: int) -> dict:
+    """The rows the end-of-run artifacts show, read from the database."""
+    with store.connect() as con:
+        clusters = con.execute(
+            f"""
+            SELECT e.cluster_id, e.kind AS change, c.size,
+                   coalesce(o.url, 'not in database') AS original,
+                   coalesce(c.attributed_source, '') AS credited,
+                   (SELECT string_agg(d.url, ' ' ORDER BY d.doc_id) FROM documents d
+                     WHERE d.cluster_id = e.cluster_id AND d.run_id = e.run_id) AS new_urls
+            FROM cluster_events e JOIN clusters c USING (cluster_id)
+            LEFT JOIN documents o ON o.doc_id = c.original_doc_id
+            WHERE e.run_id = ? AND e.kind IN ('created', 'grew') AND c.size > 1
+            ORDER BY c.size DESC, e.cluster_id LIMIT {TABLE_ROWS}
+            """,
+            [run_id],
+        ).fetchall()
+        failed = con.execute(
+            f"SELECT url, coalesce(status::VARCHAR, '') AS status, error FROM fetches "
+            f"WHERE run_id = ? AND error IS NOT NULL ORDER BY url LIMIT {TABLE_ROWS}",
+            [run_id],
+        ).fetchall()
+        copiers = con.execute(
+            """SELECT d.host, count(*) AS copies FROM reposts r JOIN documents d USING (doc_id)
+               WHERE d.run_id = ? GROUP BY d.host ORDER BY copies DESC, d.host LIMIT 10""",
+            [run_id],
+        ).fetchall()
+        fetched = con.execute("SELECT count(*) FROM fetches WHERE run_id = ?", [run_id]).fetchone()[0]
+    columns = ("cluster_id", "change", "size", "original", "credited", "new_urls")
+    return {
+        "clusters": [dict(zip(columns, row, strict=True)) for row in clusters],
+        "failed": [{"url": u, "status": s, "error": e} for u, s, e in failed],
+        "copiers": copiers,
+        "fetched": fetched,
+    }
+
+
+def summary_markdown(kind: str, run_id: int, summary: dict, report: dict) -> str:
+    lines = [
+        f"# {kind} run {run_id}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| pages read | {report['fetched']} |",
+        f"| new documents | {summary['pages']} |",
+        f"| failed | {summary['failed']} |",
+        f"| new clusters | {summary['new_clusters']} |",
+        f"| clusters that grew | {summary['grown_clusters']} |",
+        f"| clusters merged | {summary['merged_clusters']} |",
+        f"| clusters with an original | {summary['originals_found']} |",
+    ]
+    if summary.get("skipped_known"):
+        lines.append(f"| skipped (already stored) | {summary['skipped_known']} |")
+    if summary.get("errors"):
+        lines += ["", "## Failures by reason", "", "| reason | pages |", "|---|---|"]
+        lines += [f"| {reason} | {count} |" for reason, count in sorted(summary["errors"].items(), key=lambda kv: -kv[1])]
+    if report["copiers"]:
+        lines += ["", "## Hosts that copied most", "", "| host | copies stored this run |", "|---|---|"]
+        lines += [f"| {host} | {copies} |" for host, copies in report["copiers"]]
+    return "\n".join(lines) + "\n"
