@@ -7,6 +7,9 @@ index and links, clusters and stores each prepared batch in turn.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -273,11 +276,18 @@ class PreparedAhead:
     `in_order()` yields `(number, n_pages, input_read, future)` in input order,
     where `input_read` is the share of the input read once that batch was
     (for progress reports), and hands the next batch to the workers each time
-    one is taken, so at most `ahead` batches wait in memory. (Not iterable
-    itself: Prefect walks iterable flow parameters, which would consume a
-    batch.) Started before an orchestrator is up (the CLI does this before the
-    Prefect flow), the workers are busy while it starts.
+    one is taken, so at most `ahead` batches wait in memory. Started before an
+    orchestrator is up (the CLI does this before the Prefect flow), the
+    workers are busy while it starts.
+
+    Passed as a Prefect flow parameter, it must not look like data: Prefect
+    records parameters with a JSON encoder that would drain an iterable or the
+    generators in an object's `__dict__`. Hence `in_order()` rather than
+    `__iter__`, and `__slots__` (no `__dict__`): the encoder gives up and
+    Prefect records a placeholder.
     """
+
+    __slots__ = ("_ahead", "_batches", "_executor", "_input_read", "_number", "_queue", "_settings")
 
     def __init__(
         self,
@@ -290,7 +300,7 @@ class PreparedAhead:
         self._batches = page_batches
         self._settings = settings
         self._input_read = input_read
-        self._executor = ProcessPoolExecutor(max_workers=max(1, workers))
+        self._executor = ProcessPoolExecutor(max_workers=max(1, workers), initializer=_exit_with_parent, initargs=(os.getpid(),))
         self._ahead = ahead or 2 * max(1, workers) + 1
         self._queue: deque[tuple[int, int, float, Future]] = deque()
         self._number = 0
@@ -315,6 +325,18 @@ class PreparedAhead:
         for *_, future in self._queue:
             future.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """In a worker process: exit when the run that started it is gone (killed
+    with -9, say), instead of waiting for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, workers: int) -> PreparedAhead:

@@ -8,7 +8,9 @@ a crash leaves the database as it was before that batch.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +66,10 @@ class BatchWrite:
     host_lines: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # new or grown
 
 
+# run locks this process holds (see Store.exclusive_run)
+_RUN_LOCKS_HELD: set[Path] = set()
+
+
 class Store:
     def __init__(self, path: str | Path, lock_wait_s: float = 30.0) -> None:
         self.path = Path(path)
@@ -95,6 +101,44 @@ class Store:
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def exclusive_run(self, description: str) -> Iterator[None]:
+        """Hold the database's run lock for a whole crawl or ingest.
+
+        DuckDB's own lock is held only while a batch is written, so that people
+        can query between batches; this lock (a POSIX lock on `<db>.run-lock`:
+        owned by the process, so forked workers do not inherit it, and freed by
+        the system even when the holder is killed) keeps a second run from
+        writing at the same time. The second run stops at once with a message
+        that names the first. Re-entrant within a process: the command line
+        takes it before starting the flow, and the flow takes it again.
+        """
+        lock_path = self.path.resolve().with_name(self.path.name + ".run-lock")
+        if lock_path in _RUN_LOCKS_HELD:
+            yield
+            return
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a+", encoding="utf-8") as handle:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another run"
+                raise StoreError(f"{self.path} is being written by {holder}; try again when it has finished") from None
+            _RUN_LOCKS_HELD.add(lock_path)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{description} (PID {os.getpid()}, since {_now():%Y-%m-%d %H:%M:%S} UTC)")
+            handle.flush()
+            try:
+                yield
+            finally:
+                _RUN_LOCKS_HELD.discard(lock_path)
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+                fcntl.lockf(handle, fcntl.LOCK_UN)
 
     # -- schema ------------------------------------------------------------
 

@@ -80,18 +80,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UserError(f"no such WARC file: {path}")
     _quiet_prefect()
     from dedup.batch import prepare_warcs_ahead
+    from dedup.store import Store
 
     db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
-    # the workers start on the first batches now, while Prefect starts its API
-    started = prepare_warcs_ahead(warcs, db, settings, args.workers)
-    progress = Progress(None, "ingest")
-    try:
-        from flows.pipeline import ingest_flow
+    with Store(db).exclusive_run(f"an ingest of {len(warcs)} WARC file(s)"):
+        # the workers start on the first batches now, while Prefect starts its API
+        started = prepare_warcs_ahead(warcs, db, settings, args.workers)
+        progress = Progress(None, "ingest")
+        try:
+            from flows.pipeline import ingest_flow
 
-        summary = ingest_flow(warcs, db=db, settings=settings, workers=args.workers, progress=progress, started=started)
-    finally:
-        started.close()
-        progress.close()
+            summary = ingest_flow(warcs, db=db, settings=settings, workers=args.workers, progress=progress, started=started)
+        finally:
+            started.close()
+            progress.close()
     _print_summary(summary, _db_path(args))
     return 0
 
@@ -108,18 +110,20 @@ def _read_urls(args: argparse.Namespace) -> list[str]:
 def cmd_crawl(args: argparse.Namespace) -> int:
     urls = _read_urls(args)
     _quiet_prefect()
+    from dedup.store import Store
     from flows.pipeline import crawl_flow
 
     progress = Progress(len(urls), "crawl")
     try:
-        summary = crawl_flow(
-            urls,
-            db=_db_path(args),
-            settings=_settings(args),
-            workers=args.workers,
-            allow_private_network=args.allow_private_network,
-            progress=progress,
-        )
+        with Store(_db_path(args)).exclusive_run(f"a crawl of {len(urls)} URL(s)"):
+            summary = crawl_flow(
+                urls,
+                db=_db_path(args),
+                settings=_settings(args),
+                workers=args.workers,
+                allow_private_network=args.allow_private_network,
+                progress=progress,
+            )
     finally:
         progress.close()
     _print_summary(summary, _db_path(args))

@@ -101,11 +101,12 @@ def ingest_flow(
     settings = settings or Settings()
     monitor = RunMonitor("ingest")
     store = open_store(db, settings)
-    run_id = store.start_run("ingest", _flow_run_id(), {"warc_paths": warc_paths, "workers": workers})
-    ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers)
-    stats = _link_all(store, settings, run_id, ahead, progress, monitor)
-    summary = {"run_id": run_id, **asdict(stats)}
-    store.finish_run(run_id, summary)
+    with store.exclusive_run(f"an ingest of {len(warc_paths)} WARC file(s)"):
+        run_id = store.start_run("ingest", _flow_run_id(), {"warc_paths": warc_paths, "workers": workers})
+        ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers)
+        stats = _link_all(store, settings, run_id, ahead, progress, monitor)
+        summary = {"run_id": run_id, **asdict(stats)}
+        store.finish_run(run_id, summary)
     monitor.finish(store, run_id, summary)
     return summary
 
@@ -132,6 +133,21 @@ def crawl_flow(
     urls = check_urls(list(urls or []) + (read_sources(sources_file) if sources_file else []))
     monitor = RunMonitor("crawl")
     store = open_store(db, settings)
+    with store.exclusive_run(f"a crawl of {len(urls)} URL(s)"):
+        summary = _crawl(store, settings, urls, sources_file, workers, progress, monitor)
+    monitor.finish(store, summary["run_id"], summary)
+    return summary
+
+
+def _crawl(
+    store: Store,
+    settings: Settings,
+    urls: list[str],
+    sources_file: str | None,
+    workers: int,
+    progress: ProgressCallback | None,
+    monitor: RunMonitor,
+) -> dict:
     run_id = store.start_run("crawl", _flow_run_id(), {"urls": len(urls), "sources_file": sources_file})
     known = store.known_urls()
     todo = [u for u in urls if u not in known]
@@ -150,5 +166,4 @@ def crawl_flow(
     stats = _link_all(store, settings, run_id, ahead, progress, monitor)
     summary = {"run_id": run_id, "skipped_known": len(urls) - len(todo), **asdict(stats)}
     store.finish_run(run_id, summary)
-    monitor.finish(store, run_id, summary)
     return summary

@@ -72,3 +72,23 @@ def fetched(url: str, text: str, content_type: str = "text/html; charset=utf-8",
         content_type=content_type,
         html=text.encode(encoding),
     )
+
+
+# Words for generated stories (tests that need many unrelated pages): any two
+# generated stories share almost no 5-word shingles.
+STORY_WORDS = (
+    "harbor council bridge winter market school river bakery station library mayor ferry orchard museum canal tram "
+    "volunteers budget festival engineers farmers lantern choir granary quarry meadow cottage chapel pier lighthouse "
+    "weather report repair opening closing delay grant petition survey harvest parade exhibit concert lecture shelter "
+    "north south east west old new small large early late quiet busy narrow wide green stone wooden iron silver "
+    "morning evening monday friday spring autumn summer weekend holiday evening tuesday thursday saturday sunday "
+    "said agreed planned opened moved asked voted built painted cleaned counted measured delivered collected gathered"
+).split()
+
+
+def generated_story(seed: int, paragraphs: int = 4, words: int = 40) -> list[str]:
+    """A story of random words from STORY_WORDS, the same for the same seed."""
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(STORY_WORDS) for _ in range(words)).capitalize() + "." for _ in range(paragraphs)]

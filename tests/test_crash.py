@@ -1,0 +1,106 @@
+"""Crash safety and concurrent runs, with real processes: kill -9 during an
+ingest, run it again, and the database matches an uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from flows.cli import main
+from tests.pages import SEED_DISCLAIMER, article_html, generated_story
+from tests.test_stages import write_warc
+
+REPOSTS = str(Path(sys.executable).with_name("reposts"))
+N_STORIES = 40  # an original and a copy each: 80 pages
+
+
+def story_warc(path: Path) -> Path:
+    records = []
+    for i in range(N_STORIES):
+        story = generated_story(i)
+        original = article_html(f"Story {i}", story, site_name=f"Paper {i % 4}")
+        copy = article_html(f"Story {i}", story, [SEED_DISCLAIMER], site_name="Relay")
+        records.append((f"https://paper{i % 4}.example/{i}", original.encode(), "text/html"))
+        records.append((f"https://relay.example/copy/{i}", copy.encode(), "text/html"))
+    return write_warc(path, records)
+
+
+def stored(db: str) -> tuple[int, int, set[frozenset[str]]]:
+    """Pages, distinct URLs, and the clusters as sets of URLs."""
+    con = duckdb.connect(db, read_only=True)
+    try:
+        pages, distinct = con.execute("SELECT count(*), count(DISTINCT url) FROM documents").fetchone()
+        rows = con.execute("SELECT list(url) FROM documents GROUP BY cluster_id").fetchall()
+    finally:
+        con.close()
+    return pages, distinct, {frozenset(urls) for (urls,) in rows}
+
+
+def pages_so_far(db: str) -> int:
+    try:
+        con = duckdb.connect(db, read_only=True)
+    except duckdb.Error:  # not created yet, or a batch is being written
+        return 0
+    try:
+        return con.execute("SELECT count(*) FROM documents").fetchone()[0]
+    except duckdb.Error:
+        return 0
+    finally:
+        con.close()
+
+
+def ingest_command(db: str, warc: Path) -> list[str]:
+    return [REPOSTS, "--db", db, "ingest", str(warc), "--batch-size", "4", "--workers", "1"]
+
+
+def test_an_ingest_killed_mid_run_is_finished_by_the_next_run_as_if_never_killed(tmp_path):
+    warc = story_warc(tmp_path / "stories.warc.gz")
+    uninterrupted, killed = str(tmp_path / "uninterrupted.duckdb"), str(tmp_path / "killed.duckdb")
+    subprocess.run(ingest_command(uninterrupted, warc), check=True, capture_output=True)
+
+    process = subprocess.Popen(ingest_command(killed, warc), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while pages_so_far(killed) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    interrupted_at = stored(killed)[0]
+    assert 8 <= interrupted_at < 2 * N_STORIES, "the run was not stopped mid-way"
+
+    rerun = subprocess.run(ingest_command(killed, warc), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert stored(killed) == stored(uninterrupted)
+    pages, distinct, clusters = stored(killed)
+    assert pages == distinct == 2 * N_STORIES and len(clusters) == N_STORIES
+
+
+HOLD_LOCK = """
+import sys, time
+from dedup.store import Store
+with Store(sys.argv[1]).exclusive_run("a crawl of 12 URL(s)"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_database_stops_and_names_the_first(tmp_path, capsys):
+    db = str(tmp_path / "busy.duckdb")
+    warc = story_warc(tmp_path / "stories.warc.gz")
+    first = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, db], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        assert main(["--db", db, "ingest", str(warc)]) == 2
+    finally:
+        first.kill()
+        first.wait()
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"is being written by a crawl of 12 URL(s) (PID {first.pid}" in err
+    # the lock is free once the first run is gone, even killed
+    assert main(["--db", db, "ingest", str(warc)]) == 0
+    assert stored(db)[0] == 2 * N_STORIES
