@@ -58,19 +58,31 @@ def _known_charset(name: str | None) -> str | None:
 
 
 def decode_html(page: FetchedPage) -> str:
-    """Decode the body: the HTTP charset, else the meta charset, else UTF-8."""
+    """Decode the body with the first charset that fits it: the HTTP charset,
+    the meta charset, UTF-8, then cp1252. A charset fits when the bytes it
+    cannot decode are a few strays among many characters it does decode (a
+    stray byte in a UTF-8 page is replaced, not a reason to drop UTF-8); a
+    declared charset that does not fit (a server that says utf-8 and sends
+    latin-1, where every accented letter fails) is passed over."""
     body = page.html or b""
     header = _HEADER_CHARSET.search(page.content_type or "")
-    charset = _known_charset(header.group(1) if header else None)
-    if charset is None:
-        meta = _META_CHARSET.search(body[:4096])
-        charset = _known_charset(meta.group(1).decode("ascii", "ignore") if meta else None)
-    if charset is None:
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            charset = "cp1252"
-    return body.decode(charset, errors="replace")
+    meta = _META_CHARSET.search(body[:4096])
+    declared = [
+        _known_charset(header.group(1) if header else None),
+        _known_charset(meta.group(1).decode("ascii", "ignore") if meta else None),
+    ]
+    decoded = []
+    for charset in dict.fromkeys(c for c in [*declared, "utf-8", "cp1252"] if c):
+        text = body.decode(charset, errors="replace")
+        failed = text.count("\ufffd")
+        if failed <= _STRAY_BYTES or failed <= _STRAY_SHARE * sum(1 for ch in text if ch > "\x7f"):
+            return text
+        decoded.append(text)
+    return min(decoded, key=lambda t: t.count("\ufffd"))
+
+
+_STRAY_BYTES = 2
+_STRAY_SHARE = 0.05  # of the non-ASCII characters
 
 
 def _first(tree: HtmlElement, xpath: str) -> str | None:

@@ -8,15 +8,20 @@ the reason is captured from its log records for the calling thread.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from configparser import ConfigParser
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
+from urllib.robotparser import RobotFileParser
 
-from trafilatura.downloads import fetch_response
+from courlan import UrlStore, normalize_url
+from trafilatura.downloads import fetch_response, load_download_buffer
 from trafilatura.settings import use_config
 
 from dedup.models import FetchedPage
@@ -34,12 +39,19 @@ class FetchConfig:
     # it off explicitly, as an intranet user would.
     ssrf_protection: bool = True
     user_agent: str = USER_AGENT
+    # politeness: robots.txt is obeyed, and one host gets one request at a
+    # time with this many seconds between them; many hosts go in parallel
+    respect_robots: bool = True
+    host_delay_s: float = 2.0
+    threads: int = 8
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError(f"fetch timeout must be positive seconds, got {self.timeout_s}")
         if self.max_bytes <= 0:
             raise ValueError(f"fetch max_bytes must be positive, got {self.max_bytes}")
+        if self.host_delay_s < 0 or self.threads < 1:
+            raise ValueError("fetch host_delay_s must be >= 0 and threads >= 1")
 
     def trafilatura_config(self) -> ConfigParser:
         config = use_config()
@@ -78,9 +90,30 @@ def _captured_download_errors() -> Iterator[_ThreadErrors]:
         logger.removeHandler(handler)
 
 
+# urllib3's long messages, and the plain reason a user reads instead
+_PLAIN_REASONS = (
+    ("Read timed out", "timed out waiting for the server"),
+    ("timed out", "timed out"),
+    ("Connection refused", "connection refused"),
+    ("Connection reset", "connection reset by the server"),
+    ("RemoteDisconnected", "the server closed the connection without answering"),
+    ("too many redirects", "too many redirects (or a redirect loop)"),
+    ("exceeds MAX_FILE_SIZE", "body over the size cap (after decompression)"),
+    ("non-public address", "blocked: a loopback, private or link-local address (SSRF guard)"),
+    ("Name or service not known", "unknown host name"),
+    ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not valid"),
+)
+
+
 def _one_line(message: str, url: str) -> str:
-    message = message.replace(url, "").replace("download error:", "").strip(" :")
-    return " ".join(message.split())[:300] or "download failed"
+    message = " ".join(message.replace(url, "").replace("download error:", "").split()).strip(" :")
+    for marker, reason in _PLAIN_REASONS:
+        if marker in message:
+            return reason
+    status = re.search(r"too many (\d{3}) error responses", message)
+    if status:
+        return f"HTTP {status.group(1)} after retries"
+    return message[:300] or "download failed"
 
 
 def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None) -> FetchedPage:
@@ -127,3 +160,68 @@ def html_or_error(page: FetchedPage) -> FetchedPage:
 def _is_html_type(content_type: str) -> bool:
     mime = content_type.split(";")[0].strip().lower()
     return mime in ("text/html", "application/xhtml+xml", "text/plain", "") or mime.endswith("+html")
+
+
+ROBOTS_DISALLOWED = "skipped: disallowed by robots.txt"
+
+
+class Fetcher:
+    """Fetches URLs for one run, politely.
+
+    The order comes from trafilatura's download buffer over a courlan
+    UrlStore: each round takes at most one URL per host, and a host is not
+    asked again before `host_delay_s`; the URLs of a round are fetched in
+    parallel threads. robots.txt is read once per host and run (with the same
+    downloader and SSRF guard); a disallowed URL is recorded, not fetched.
+    """
+
+    def __init__(self, config: FetchConfig) -> None:
+        self.config = config
+        self._traf_config = config.trafilatura_config()
+        self._url_store = UrlStore(compressed=False, strict=False)
+        self._robots: dict[str, RobotFileParser | None] = {}
+        self._robots_lock = threading.Lock()
+
+    def fetch(self, urls: list[str]) -> list[FetchedPage]:
+        """Fetch these URLs (courlan-normalized, as `normalize_urls` gives them); one page each."""
+        pages: dict[str, FetchedPage] = {}
+        self._url_store.add_urls(urls)
+        with ThreadPoolExecutor(max_workers=self.config.threads) as pool:
+            while not self._url_store.done:
+                round_urls, self._url_store = load_download_buffer(self._url_store, self.config.host_delay_s)
+                for page in pool.map(self._fetch_one, round_urls):
+                    pages[page.url] = page
+        # a URL the store refused to queue is reported, not dropped
+        return [pages.get(url) or _refused(url) for url in urls]
+
+    def _fetch_one(self, url: str) -> FetchedPage:
+        if self.config.respect_robots and not self._allowed(url):
+            return FetchedPage(url=url, source="http", fetched_at=datetime.now(UTC).replace(tzinfo=None), error=ROBOTS_DISALLOWED)
+        return fetch_page(url, self.config, self._traf_config)
+
+    def _allowed(self, url: str) -> bool:
+        parts = urlsplit(url)
+        root = f"{parts.scheme}://{parts.netloc}"
+        with self._robots_lock:
+            if root not in self._robots:
+                self._robots[root] = self._read_robots(root)
+            parser = self._robots[root]
+        return parser is None or parser.can_fetch(self.config.user_agent, url)
+
+    def _read_robots(self, root: str) -> RobotFileParser | None:
+        """The host's rules; None (everything allowed) when it has no readable robots.txt."""
+        response = fetch_response(f"{root}/robots.txt", decode=False, config=self._traf_config)
+        if response is None or response.status != 200 or not response.data:
+            return None
+        parser = RobotFileParser()
+        parser.parse(bytes(response.data).decode("utf-8", errors="replace").splitlines())
+        return parser
+
+
+def normalize_urls(urls: list[str]) -> list[str]:
+    """courlan's normal form of each URL (lower-case host, no tracking parameters), once each, in order."""
+    return list(dict.fromkeys(normalize_url(u) for u in urls))
+
+
+def _refused(url: str) -> FetchedPage:
+    return FetchedPage(url=url, source="http", fetched_at=datetime.now(UTC).replace(tzinfo=None), error="not a fetchable URL")

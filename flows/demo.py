@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import threading
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -158,6 +158,8 @@ def run_demo(db: str, settings=None) -> int:
     from flows.pipeline import crawl_flow
 
     settings = settings or Settings()
+    # our own sites on loopback: no need to wait 2 s between two pages of one site
+    settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=0.1))
     with DemoWeb() as web:
         print(f"serving {len(web.urls)} demo pages on {len({a for a, _ in web.pages})} loopback sites (port {web.port})")
         progress = Progress(len(web.urls), "crawl")

@@ -24,7 +24,7 @@ from dedup.batch import (
     open_store,
     prepare_warcs_ahead,
 )
-from dedup.fetch import FetchConfig, fetch_page
+from dedup.fetch import Fetcher
 from dedup.models import FetchedPage
 from dedup.store import Store
 from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name
@@ -34,10 +34,9 @@ ProgressCallback = Callable[[int], None]
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="fetch {n} urls")
-def fetch_batch(urls: list[str], config: FetchConfig, n: int) -> list[FetchedPage]:
-    """Fetch a batch of URLs; faults are recorded on the pages, not raised."""
-    traf_config = config.trafilatura_config()
-    return [fetch_page(url, config, traf_config) for url in urls]
+def fetch_batch(fetcher: Fetcher, urls: list[str], n: int) -> list[FetchedPage]:
+    """Fetch a batch of URLs politely; faults are recorded on the pages, not raised."""
+    return fetcher.fetch(urls)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="link and store batch {number}")
@@ -153,9 +152,11 @@ def _crawl(
     todo = [u for u in urls if u not in known]
     fetched_so_far = {"urls": 0}
 
+    fetcher = Fetcher(settings.fetch)
+
     def fetched() -> Iterator[list[FetchedPage]]:
         for batch in batches_of(todo, settings.batch_size):
-            pages = fetch_batch(batch, settings.fetch, len(batch))
+            pages = fetch_batch(fetcher, batch, len(batch))
             monitor.fetched(pages)
             fetched_so_far["urls"] += len(batch)
             yield pages

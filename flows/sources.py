@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dedup.fetch import normalize_urls
 from flows.errors import UserError
 
 
@@ -22,8 +23,9 @@ def read_sources(path: str | Path) -> list[str]:
 
 
 def check_urls(urls: list[str]) -> list[str]:
-    """The URLs, once each, in order; a line that is not an http(s) URL is a UserError."""
+    """The URLs in courlan's normal form (the form they are fetched and stored
+    in), once each, in order; a line that is not an http(s) URL is a UserError."""
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
     if bad:
         raise UserError(f"not an http(s) URL: {bad[0]}")
-    return list(dict.fromkeys(urls))
+    return normalize_urls(urls)

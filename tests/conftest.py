@@ -25,3 +25,11 @@ def prefect_harness():
 @pytest.fixture
 def db_path(tmp_path):
     return str(tmp_path / "test.duckdb")
+
+
+@pytest.fixture
+def httpserver(httpserver):
+    """pytest-httpserver, answering 404 (not 500) for paths a test did not set up,
+    so that robots.txt reads as absent instead of as a server error to retry."""
+    httpserver.no_handler_status_code = 404
+    return httpserver

@@ -1,0 +1,115 @@
+"""The crawler against a web of faults (tests/fault_server.py, on loopback):
+each fault is recorded with a clear reason, retried only when that can help,
+and never stops the run."""
+
+import time
+
+import duckdb
+import pytest
+
+from dedup.batch import Settings, prepare_pages
+from dedup.fetch import ROBOTS_DISALLOWED, FetchConfig, Fetcher
+from flows.pipeline import crawl_flow
+from tests.fault_server import MAX_BYTES, FaultServer
+
+# loopback needs the SSRF guard off; small timeout, cap and retry budget keep the suite quick
+CONFIG = FetchConfig(ssrf_protection=False, timeout_s=1, max_bytes=MAX_BYTES, max_redirects=2, host_delay_s=0)
+SETTINGS = Settings(fetch=CONFIG)
+
+# path -> (reason recorded, or None when the page is stored; requests the server saw)
+FAULTS = {
+    "/slow": ("timed out waiting for the server", 3),
+    "/reset": ("connection reset by the server", 3),
+    "/not-found": ("HTTP 404", 1),  # not retried
+    "/gone": ("HTTP 410", 1),  # not retried
+    "/busy-once": (None, 2),  # 429 with Retry-After: 1, then the page
+    "/unavailable-once": (None, 2),  # 503, then the page
+    "/unavailable": ("HTTP 503 after retries", 3),
+    "/loop": ("too many redirects (or a redirect loop)", 3),
+    "/hop/2": (None, 1),  # two redirects: within the budget
+    "/hop/9": ("too many redirects (or a redirect loop)", 1),
+    "/report.pdf": ("not HTML: application/pdf", 1),
+    "/photo.png": ("not HTML: image/png", 1),
+    "/data.json": ("not HTML: application/json", 1),
+    "/huge": ("body over the size cap (after decompression)", 1),
+    "/bomb": ("body over the size cap (after decompression)", 1),  # small gzip, huge once inflated
+    "/latin1-said-utf8": (None, 1),  # the declared charset does not fit: the bytes decide
+    "/no-charset": (None, 1),
+    "/empty": ("empty body", 1),
+    "/script-only": ("no article text", 1),
+    "/menu-only": ("no article text", 1),
+    "/private/page": (ROBOTS_DISALLOWED, 0),  # robots.txt: recorded, not fetched
+}
+
+
+@pytest.fixture(scope="module")
+def faults():
+    with FaultServer() as server:
+        yield server
+
+
+def outcome(page, settings=SETTINGS):
+    """(error, body) after fetch and the CPU stages."""
+    if page.error:
+        return page.error, None
+    batch = prepare_pages([page], settings)
+    if not batch.prepared:
+        return batch.fetches[0].error, None
+    return None, batch.prepared[0].cleaned.body
+
+
+@pytest.mark.parametrize("path", list(FAULTS))
+def test_each_fault_is_recorded_with_its_reason(faults, path):
+    reason, requests = FAULTS[path]
+    before = faults.hits[path]
+    [page] = Fetcher(CONFIG).fetch([faults.url(path)])
+    error, body = outcome(page)
+    if reason is None:
+        assert error is None and body
+    else:
+        assert error is not None and error.startswith(reason), error
+        assert "\n" not in error and len(error) < 200
+    assert faults.hits[path] - before == requests
+
+
+def test_retry_after_is_honoured(faults):
+    started = time.monotonic()
+    [page] = Fetcher(CONFIG).fetch([faults.url("/busy-once?fresh=1")])
+    assert page.status == 200 and time.monotonic() - started >= 1.0
+
+
+def test_wrong_and_missing_charsets_come_out_readable(faults):
+    for path in ("/latin1-said-utf8", "/no-charset"):
+        [page] = Fetcher(CONFIG).fetch([faults.url(path)])
+        body = outcome(page)[1]
+        assert "café" in body and "\ufffd" not in body, path
+
+
+def test_connection_refused_is_recorded():
+    [page] = Fetcher(CONFIG).fetch(["http://127.0.0.1:9/closed"])
+    assert page.error == "connection refused"
+
+
+def test_one_host_waits_between_requests_and_robots_is_read_once(faults):
+    polite = FetchConfig(ssrf_protection=False, timeout_s=1, host_delay_s=0.5)
+    robots_before = faults.hits["/robots.txt"]
+    started = time.monotonic()
+    pages = Fetcher(polite).fetch([faults.url(f"/hop/0?n={n}") for n in range(3)])
+    assert [p.status for p in pages] == [200, 200, 200]
+    assert time.monotonic() - started >= 1.0  # three requests to one host: two waits
+    assert faults.hits["/robots.txt"] - robots_before == 1
+
+
+def test_a_crawl_through_every_fault_records_each_and_keeps_the_good_pages(faults, db_path, prefect_harness):
+    urls = [faults.url(p) for p in FAULTS] + [faults.url("/article")]
+    summary = crawl_flow(urls, db=db_path, settings=SETTINGS)
+    con = duckdb.connect(db_path, read_only=True)
+    recorded = dict(con.execute("SELECT url, error FROM fetches").fetchall())
+    stored = {u for (u,) in con.execute("SELECT url FROM documents").fetchall()}
+    con.close()
+    assert set(recorded) == set(urls)
+    for path, (reason, _) in FAULTS.items():
+        error = recorded[faults.url(path)]
+        assert (error is None) == (reason is None) and (reason is None or error.startswith(reason)), (path, error)
+    assert faults.url("/article") in stored and faults.url("/busy-once") in stored
+    assert summary["failed"] == sum(1 for reason, _ in FAULTS.values() if reason)
