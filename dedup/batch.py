@@ -115,6 +115,11 @@ class Linker:
         self._known_urls = store.known_urls()
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
+        """Link, cluster and store one batch, over one database connection."""
+        with self.store.session():
+            return self._link_batch(run_id, batch)
+
+    def _link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         settings = self.settings
         stats = BatchStats(failed=sum(1 for f in batch.fetches if f.error))
         for fetch in batch.fetches:
