@@ -228,16 +228,16 @@ class Linker:
         from this batch's pages (re-fingerprinting those that change), and return
         the host_lines rows to store with the batch."""
         config = self.settings.boilerplate
-        keys = {(p.article.host or "", key) for p in pages for key in edge_lines(p.cleaned.body, config)}
+        edges = {p.doc_id: edge_lines(p.cleaned.body, config) for p in pages}
+        keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         lines = HostLines(config, self.settings.fingerprint.dtype)
         rows = self.store.host_lines(keys)
         lines.load(rows, self.store.minhashes({d for row in rows for d in row[3]}))
         for page in pages:
-            lines.observe(
-                page.article.host or "", page.doc_id, page.signature.hashvalues, page.signature.n_shingles, page.cleaned.body
-            )
+            host = page.article.host or ""
+            lines.observe(host, page.doc_id, page.signature.hashvalues, page.signature.n_shingles, edges[page.doc_id])
         for page in pages:
-            stripped = lines.strip(page.cleaned)
+            stripped = lines.strip(page.cleaned, edges[page.doc_id])
             if stripped is not page.cleaned:
                 signature = fingerprint(stripped.body, self.settings.fingerprint)
                 if signature.shingles:

@@ -93,10 +93,11 @@ class HostLines:
         for doc_id, (values, n_shingles) in signatures.items():
             self._signatures.setdefault(doc_id, (np.frombuffer(values, dtype=self.dtype), n_shingles))
 
-    def observe(self, host: str, doc_id: int, hashvalues: bytes, n_shingles: int, body: str) -> None:
+    def observe(self, host: str, doc_id: int, hashvalues: bytes, n_shingles: int, edges: dict[int, str]) -> None:
+        """Count a page's edge paragraphs (`edge_lines` of its body) for its host."""
         signature = (np.frombuffer(hashvalues, dtype=self.dtype), n_shingles)
         self._signatures[doc_id] = signature
-        for key, text in edge_lines(body, self.config).items():
+        for key, text in edges.items():
             seen = self.lines.setdefault((host, key), LineSeen(text=text))
             if len(seen.story_doc_ids) >= self.config.min_stories or doc_id in seen.story_doc_ids:
                 continue
@@ -117,18 +118,17 @@ class HostLines:
         seen = self.lines.get((host, key))
         return seen is not None and len(seen.story_doc_ids) >= self.config.min_stories
 
-    def strip(self, cleaned: CleanedArticle) -> CleanedArticle:
-        """The article without its host's learned furniture (unchanged if none)."""
+    def strip(self, cleaned: CleanedArticle, edges: dict[int, str]) -> CleanedArticle:
+        """The article without its host's learned furniture (unchanged if none);
+        `edges` is `edge_lines` of its body."""
         host = cleaned.article.host or ""
-        candidates = edge_lines(cleaned.body, self.config)
-        furniture = {key for key in candidates if self.is_furniture(host, key)}
+        furniture = {text for key, text in edges.items() if self.is_furniture(host, key)}
         if not furniture:
             return cleaned
         text_lines = cleaned.article.text.split("\n")
         kept, markers = [], list(cleaned.markers)
         for paragraph in cleaned.body.split("\n"):
-            key = line_key(paragraph) if paragraph.strip() else None
-            if key in furniture and candidates.get(key) == paragraph:
+            if paragraph in furniture:
                 position = text_lines.index(paragraph) if paragraph in text_lines else -1
                 markers.append(Marker(kind="boilerplate", rule=RULE_ID, text=paragraph, position=position))
             else:
