@@ -12,6 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -104,15 +105,18 @@ class BatchStats:
 class Linker:
     """Links, clusters and stores prepared batches against one database."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, known_urls: AbstractSet[str] | None = None) -> None:
+        """`known_urls`: the URLs the database holds, when the caller has read
+        them already; else they are read here."""
         self.store = store
         self.settings = settings
         self.index = CandidateIndex(settings.link, settings.fingerprint)
         self.index.add_many(store.signatures())
         self._shingles: dict[int, frozenset[str]] = {}
         self._next_id = store.next_doc_id()
-        # the run is the only writer, so the stored URLs are read once and kept up to date here
-        self._known_urls = store.known_urls()
+        # the run is the only writer (it holds the run lock), so the stored URLs
+        # are read once and kept up to date here
+        self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         """Link, cluster and store one batch, over one database connection."""
@@ -267,6 +271,11 @@ def batches_of(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+def run_description(kind: str, n_inputs: int) -> str:
+    """How a run names itself in the run lock, for a second run that finds the database busy."""
+    return {"ingest": f"an ingest of {n_inputs} WARC file(s)", "crawl": f"a crawl of {n_inputs} URL(s)"}[kind]
+
+
 def open_store(db: str, settings: Settings) -> Store:
     """The database, migrated, checked to hold signatures made with these settings."""
     store = Store(db)
@@ -285,6 +294,10 @@ class PreparedAhead:
     orchestrator is up (the CLI does this before the Prefect flow), the
     workers are busy while it starts.
 
+    `stored_urls` are the URLs the database held when the input was read
+    (the input skips them); the linker starts from them instead of reading
+    them again.
+
     Passed as a Prefect flow parameter, it must not look like data: Prefect
     records parameters with a JSON encoder that would drain an iterable or the
     generators in an object's `__dict__`. Hence `in_order()` rather than
@@ -292,16 +305,19 @@ class PreparedAhead:
     Prefect records a placeholder.
     """
 
-    __slots__ = ("_ahead", "_batches", "_executor", "_input_read", "_number", "_queue", "_settings")
+    __slots__ = ("_ahead", "_batches", "_executor", "_input_read", "_number", "_queue", "_settings", "stored_urls")
 
     def __init__(
         self,
         page_batches: Iterator[list[FetchedPage]],
         settings: Settings,
         workers: int,
+        *,
+        stored_urls: AbstractSet[str],
         ahead: int | None = None,
         input_read: Callable[[], float] = lambda: 0.0,
     ):
+        self.stored_urls = stored_urls
         self._batches = page_batches
         self._settings = settings
         self._input_read = input_read
@@ -359,4 +375,4 @@ def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, work
     def input_read() -> float:
         return (read["files"] + read["offset"]) / max(1, sum(sizes))
 
-    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, input_read=input_read)
+    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, stored_urls=known, input_read=input_read)

@@ -79,11 +79,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UserError(f"no such WARC file: {path}")
     _quiet_prefect()
-    from dedup.batch import prepare_warcs_ahead
+    from dedup.batch import prepare_warcs_ahead, run_description
     from dedup.store import Store
 
     db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
-    with Store(db).exclusive_run(f"an ingest of {len(warcs)} WARC file(s)"):
+    with Store(db).exclusive_run(run_description("ingest", len(warcs))):
         # the workers start on the first batches now, while Prefect starts its API
         started = prepare_warcs_ahead(warcs, db, settings, args.workers)
         progress = Progress(None, "ingest")
@@ -110,12 +110,13 @@ def _read_urls(args: argparse.Namespace) -> list[str]:
 def cmd_crawl(args: argparse.Namespace) -> int:
     urls = _read_urls(args)
     _quiet_prefect()
+    from dedup.batch import run_description
     from dedup.store import Store
     from flows.pipeline import crawl_flow
 
     progress = Progress(len(urls), "crawl")
     try:
-        with Store(_db_path(args)).exclusive_run(f"a crawl of {len(urls)} URL(s)"):
+        with Store(_db_path(args)).exclusive_run(run_description("crawl", len(urls))):
             summary = crawl_flow(
                 urls,
                 db=_db_path(args),

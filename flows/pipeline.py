@@ -23,6 +23,7 @@ from dedup.batch import (
     batches_of,
     open_store,
     prepare_warcs_ahead,
+    run_description,
 )
 from dedup.fetch import Fetcher
 from dedup.models import FetchedPage
@@ -69,7 +70,7 @@ def _link_all(
     monitor: RunMonitor,
 ) -> BatchStats:
     """Link and store the prepared batches in input order, one transaction each."""
-    linker = Linker(store, settings)
+    linker = Linker(store, settings, known_urls=ahead.stored_urls)
     total = BatchStats()
     try:
         for number, n_pages, input_read, future in ahead.in_order():
@@ -100,7 +101,7 @@ def ingest_flow(
     settings = settings or Settings()
     monitor = RunMonitor("ingest")
     store = open_store(db, settings)
-    with store.exclusive_run(f"an ingest of {len(warc_paths)} WARC file(s)"):
+    with store.exclusive_run(run_description("ingest", len(warc_paths))):
         run_id = store.start_run("ingest", _flow_run_id(), {"warc_paths": warc_paths, "workers": workers})
         ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers)
         stats = _link_all(store, settings, run_id, ahead, progress, monitor)
@@ -132,7 +133,7 @@ def crawl_flow(
     urls = check_urls(list(urls or []) + (read_sources(sources_file) if sources_file else []))
     monitor = RunMonitor("crawl")
     store = open_store(db, settings)
-    with store.exclusive_run(f"a crawl of {len(urls)} URL(s)"):
+    with store.exclusive_run(run_description("crawl", len(urls))):
         summary = _crawl(store, settings, urls, sources_file, workers, progress, monitor)
     monitor.finish(store, summary["run_id"], summary)
     return summary
@@ -162,7 +163,12 @@ def _crawl(
             yield pages
 
     ahead = PreparedAhead(
-        fetched(), settings, workers, ahead=workers + 1, input_read=lambda: fetched_so_far["urls"] / max(1, len(todo))
+        fetched(),
+        settings,
+        workers,
+        stored_urls=known,
+        ahead=workers + 1,
+        input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
     )
     stats = _link_all(store, settings, run_id, ahead, progress, monitor)
     summary = {"run_id": run_id, "skipped_known": len(urls) - len(todo), **asdict(stats)}
