@@ -192,11 +192,11 @@ class Fetcher:
                 for page in pool.map(self._fetch_one, round_urls):
                     pages[page.url] = page
         # a URL the store refused to queue is reported, not dropped
-        return [pages.get(url) or _refused(url) for url in urls]
+        return [pages.get(url) or _not_fetched(url, "not a fetchable URL") for url in urls]
 
     def _fetch_one(self, url: str) -> FetchedPage:
         if self.config.respect_robots and not self._allowed(url):
-            return FetchedPage(url=url, source="http", fetched_at=datetime.now(UTC).replace(tzinfo=None), error=ROBOTS_DISALLOWED)
+            return _not_fetched(url, ROBOTS_DISALLOWED)
         return fetch_page(url, self.config, self._traf_config)
 
     def _allowed(self, url: str) -> bool:
@@ -223,5 +223,6 @@ def normalize_urls(urls: list[str]) -> list[str]:
     return list(dict.fromkeys(normalize_url(u) for u in urls))
 
 
-def _refused(url: str) -> FetchedPage:
-    return FetchedPage(url=url, source="http", fetched_at=datetime.now(UTC).replace(tzinfo=None), error="not a fetchable URL")
+def _not_fetched(url: str, reason: str) -> FetchedPage:
+    """The record of a URL that was not requested, and why."""
+    return FetchedPage(url=url, source="http", fetched_at=datetime.now(UTC).replace(tzinfo=None), error=reason)
