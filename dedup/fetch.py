@@ -24,6 +24,7 @@ from courlan import UrlStore, normalize_url
 from trafilatura.downloads import fetch_response, load_download_buffer
 from trafilatura.settings import use_config
 
+from dedup.discover import Discovered, Source, discover_source
 from dedup.models import FetchedPage
 
 USER_AGENT = "reposts/0.1 (repost provenance crawler)"
@@ -44,14 +45,16 @@ class FetchConfig:
     respect_robots: bool = True
     host_delay_s: float = 2.0
     threads: int = 8
+    # article URLs taken from one feed or sitemap source per run
+    max_urls_per_source: int = 1000
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError(f"fetch timeout must be positive seconds, got {self.timeout_s}")
         if self.max_bytes <= 0:
             raise ValueError(f"fetch max_bytes must be positive, got {self.max_bytes}")
-        if self.host_delay_s < 0 or self.threads < 1:
-            raise ValueError("fetch host_delay_s must be >= 0 and threads >= 1")
+        if self.host_delay_s < 0 or self.threads < 1 or self.max_urls_per_source < 1:
+            raise ValueError("fetch host_delay_s must be >= 0, threads and max_urls_per_source >= 1")
 
     def trafilatura_config(self) -> ConfigParser:
         config = use_config()
@@ -117,7 +120,14 @@ def _one_line(message: str, url: str) -> str:
 
 
 def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None) -> FetchedPage:
-    """Fetch one URL; never raises for network faults, records them instead."""
+    """Fetch one page; never raises for network faults, records them instead
+    (a response that is not an HTML page is recorded as an error too)."""
+    return html_or_error(download(url, config, trafilatura_config))
+
+
+def download(url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None) -> FetchedPage:
+    """Download one URL, whatever its content type (a feed, a sitemap);
+    never raises for network faults, records them instead."""
     started = time.perf_counter()
     fetched_at = datetime.now(UTC).replace(tzinfo=None)
     traf_config = trafilatura_config or config.trafilatura_config()
@@ -133,7 +143,7 @@ def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser |
         return FetchedPage(url=url, source="http", fetched_at=fetched_at, error=_one_line(reason, url), elapsed_ms=elapsed_ms)
     headers = response.headers or {}
     content_type = headers.get("content-type") or headers.get("Content-Type")
-    page = FetchedPage(
+    return FetchedPage(
         url=url,
         source="http",
         fetched_at=fetched_at,
@@ -143,11 +153,12 @@ def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser |
         html=bytes(response.data) if response.data else None,
         elapsed_ms=elapsed_ms,
     )
-    return html_or_error(page)
 
 
 def html_or_error(page: FetchedPage) -> FetchedPage:
     """Turn a response that is not an HTML page into a recorded error."""
+    if page.error:
+        return page
     if page.status is not None and page.status != 200:
         return replace(page, html=None, error=f"HTTP {page.status}")
     if not page.html:
@@ -198,6 +209,37 @@ class Fetcher:
         if self.config.respect_robots and not self._allowed(url):
             return _not_fetched(url, ROBOTS_DISALLOWED)
         return fetch_page(url, self.config, self._traf_config)
+
+    def discover(self, sources: list[Source]) -> list[Discovered]:
+        """The article URLs of feed and sitemap sources, in the order given.
+
+        A host's sources are read one download at a time, `host_delay_s`
+        apart; different hosts in parallel threads. robots.txt applies."""
+        by_host: dict[str, list[Source]] = {}
+        for source in sources:
+            by_host.setdefault(urlsplit(source.url).netloc.lower(), []).append(source)
+        found: dict[Source, Discovered] = {}
+
+        def one_host(host_sources: list[Source]) -> None:
+            last = [0.0]
+
+            def polite_download(url: str) -> FetchedPage:
+                wait = last[0] + self.config.host_delay_s - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                try:
+                    if self.config.respect_robots and not self._allowed(url):
+                        return _not_fetched(url, ROBOTS_DISALLOWED)
+                    return download(url, self.config, self._traf_config)
+                finally:
+                    last[0] = time.monotonic()
+
+            for source in host_sources:
+                found[source] = discover_source(source, polite_download, self.config.max_urls_per_source, self.config.max_bytes)
+
+        with ThreadPoolExecutor(max_workers=self.config.threads) as pool:
+            list(pool.map(one_host, by_host.values()))
+        return [found[s] for s in sources]
 
     def _allowed(self, url: str) -> bool:
         parts = urlsplit(url)

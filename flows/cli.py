@@ -61,10 +61,14 @@ def _settings(args: argparse.Namespace):
         settings = replace(settings, clean=CleanConfig(extra_rule_dirs=rule_dirs, rules=load_rules(rule_dirs)))
     if getattr(args, "batch_size", None):
         settings = replace(settings, batch_size=args.batch_size)
+    if getattr(args, "host_delay", None) is not None:
+        settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=args.host_delay))
     return settings
 
 
 def _print_summary(summary: dict, db: str) -> None:
+    if summary.get("discovered"):
+        print(f"{summary['discovered']} article URLs found in feeds and sitemaps")
     print(
         f"{summary['pages']} new pages stored, {summary['failed']} failed; "
         f"{summary['new_clusters']} new clusters, {summary['grown_clusters']} grew, "
@@ -98,27 +102,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_urls(args: argparse.Namespace) -> list[str]:
-    from flows.sources import check_urls, read_sources
+def _read_sources(args: argparse.Namespace) -> list:
+    from flows.sources import check_sources, read_sources, sources_of
 
-    urls = check_urls(list(args.urls) + (read_sources(args.urls_file) if args.urls_file else []))
-    if not urls:
-        raise UserError("give URLs to crawl, or --urls-file FILE")
-    return urls
+    sources = sources_of(args.urls, args.feed, args.sitemap)
+    if args.urls_file:
+        sources = check_sources(sources + read_sources(args.urls_file))
+    if not sources:
+        raise UserError("give URLs to crawl, --feed URL, --sitemap URL or --urls-file FILE")
+    return sources
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
-    urls = _read_urls(args)
+    sources = _read_sources(args)
     _quiet_prefect()
     from dedup.batch import run_description
     from dedup.store import Store
     from flows.pipeline import crawl_flow
 
-    progress = Progress(len(urls), "crawl")
+    pages = [s.url for s in sources if s.kind == "page"]
+    progress = Progress(len(pages) if len(pages) == len(sources) else None, "crawl")
     try:
-        with Store(_db_path(args)).exclusive_run(run_description("crawl", len(urls))):
+        with Store(_db_path(args)).exclusive_run(run_description("crawl", len(sources))):
             summary = crawl_flow(
-                urls,
+                pages,
+                feeds=[s.url for s in sources if s.kind == "feed"],
+                sitemaps=[s.url for s in sources if s.kind == "sitemap"],
+                refresh=args.refresh,
                 db=_db_path(args),
                 settings=_settings(args),
                 workers=args.workers,
@@ -211,12 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     crawl = sub.add_parser("crawl", parents=[common], help="fetch URLs and link the copies")
     crawl.add_argument("urls", nargs="*", help="page URLs")
-    crawl.add_argument("--urls-file", help="a file with one URL per line")
+    crawl.add_argument("--feed", action="append", default=[], help="an RSS/Atom feed, or a page linking to one (repeatable)")
+    crawl.add_argument("--sitemap", action="append", default=[], help="a sitemap, or a site's home (repeatable)")
+    crawl.add_argument("--urls-file", help="a sources file: one `URL`, `feed URL` or `sitemap URL` per line")
+    crawl.add_argument("--refresh", action="store_true", help="fetch URLs already stored again (default: new URLs only)")
     crawl.add_argument(
         "--allow-private-network",
         action="store_true",
         help="allow fetching loopback and private addresses (intranet use; off by default)",
     )
+    crawl.add_argument("--host-delay", type=float, help="seconds between two requests to one host (default 2)")
     crawl.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
     crawl.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
     crawl.set_defaults(func=cmd_crawl)

@@ -28,16 +28,17 @@ TABLE_ROWS = 200
 
 
 def crawl_run_name() -> str:
-    """'crawl 2026-11-25 14:00, 120 sources' (the number of URLs given)."""
+    """'crawl 2026-11-25 14:00, 120 sources' (pages, feeds and sitemaps given)."""
     params = flow_run.parameters or {}
-    n = len(params.get("urls") or [])
+    n = sum(len(params.get(key) or []) for key in ("urls", "feeds", "sitemaps"))
     sources_file = params.get("sources_file")
     if sources_file:
+        from flows.errors import UserError
         from flows.sources import read_sources
 
         try:
             n += len(read_sources(sources_file))
-        except OSError:
+        except (OSError, UserError):
             pass
     return f"crawl {_start():%Y-%m-%d %H:%M}, {n} source{'s' if n != 1 else ''}"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -25,11 +26,12 @@ from dedup.batch import (
     prepare_warcs_ahead,
     run_description,
 )
+from dedup.discover import Discovered, Source
 from dedup.fetch import Fetcher
 from dedup.models import FetchedPage
 from dedup.store import Store
 from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name
-from flows.sources import check_urls, read_sources
+from flows.sources import check_sources, page_urls, read_sources, sources_of
 
 ProgressCallback = Callable[[int], None]
 
@@ -38,6 +40,19 @@ ProgressCallback = Callable[[int], None]
 def fetch_batch(fetcher: Fetcher, urls: list[str], n: int) -> list[FetchedPage]:
     """Fetch a batch of URLs politely; faults are recorded on the pages, not raised."""
     return fetcher.fetch(urls)
+
+
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="read {n} feeds and sitemaps")
+def discover_urls(fetcher: Fetcher, sources: list[Source], n: int) -> list[Discovered]:
+    """The article URLs the feeds and sitemaps list; a source that fails is reported, not raised."""
+    found = fetcher.discover(sources)
+    logger = get_run_logger()
+    for item in found:
+        if item.error:
+            logger.warning("%s %s: %s", item.source.kind, item.source.url, item.error)
+        else:
+            logger.info("%s %s: %d article URLs", item.source.kind, item.source.url, len(item.urls))
+    return found
 
 
 @task(cache_policy=NO_CACHE, task_run_name="link and store batch {number}")
@@ -115,26 +130,31 @@ def ingest_flow(
 def crawl_flow(
     urls: list[str] | None = None,
     sources_file: str | None = None,
+    feeds: list[str] | None = None,
+    sitemaps: list[str] | None = None,
+    refresh: bool = False,
     db: str = "reposts.duckdb",
     settings: Settings | None = None,
     workers: int = 2,
     allow_private_network: bool = False,
     progress: ProgressCallback | None = None,
 ) -> dict:
-    """Fetch URLs (given, or listed in `sources_file`) into the database and link the copies.
+    """Fetch pages, and the articles that feeds and sitemaps list, into the database and link the copies.
 
-    URLs already stored are not fetched again. `allow_private_network` turns
-    the SSRF guard off for this run (intranet sources, tests); it stays on
-    otherwise.
+    Sources are the `urls`, `feeds` and `sitemaps` given and those listed in
+    `sources_file`. A URL already stored is not fetched again unless
+    `refresh` (then the new fetch is recorded in `fetches`; the stored first
+    capture is kept). `allow_private_network` turns the SSRF guard off for
+    this run (intranet sources, tests); it stays on otherwise.
     """
     settings = settings or Settings()
     if allow_private_network:
         settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
-    urls = check_urls(list(urls or []) + (read_sources(sources_file) if sources_file else []))
+    sources = check_sources(sources_of(urls, feeds, sitemaps) + (read_sources(sources_file) if sources_file else []))
     monitor = RunMonitor("crawl")
     store = open_store(db, settings)
-    with store.exclusive_run(run_description("crawl", len(urls))):
-        summary = _crawl(store, settings, urls, sources_file, workers, progress, monitor)
+    with store.exclusive_run(run_description("crawl", len(sources))):
+        summary = _crawl(store, settings, sources, sources_file, refresh, workers, progress, monitor)
     monitor.finish(store, summary["run_id"], summary)
     return summary
 
@@ -142,20 +162,29 @@ def crawl_flow(
 def _crawl(
     store: Store,
     settings: Settings,
-    urls: list[str],
+    sources: list[Source],
     sources_file: str | None,
+    refresh: bool,
     workers: int,
     progress: ProgressCallback | None,
     monitor: RunMonitor,
 ) -> dict:
-    run_id = store.start_run("crawl", _flow_run_id(), {"urls": len(urls), "sources_file": sources_file})
-    known = store.known_urls()
-    todo = [u for u in urls if u not in known]
-    fetched_so_far = {"urls": 0}
-
+    params = {"sources": len(sources), "sources_file": sources_file, "refresh": refresh}
+    run_id = store.start_run("crawl", _flow_run_id(), params)
     fetcher = Fetcher(settings.fetch)
+    listed = [s for s in sources if s.kind != "page"]
+    found = discover_urls(fetcher, listed, len(listed)) if listed else []
+    urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
+    known = store.known_urls()
+    todo = urls if refresh else [u for u in urls if u not in known]
+    fetched_so_far = {"urls": 0}
+    # a feed or sitemap that gave nothing is recorded in `fetches` with the first batch
+    failed_sources = [_failed_source(d) for d in found if d.error]
 
     def fetched() -> Iterator[list[FetchedPage]]:
+        if failed_sources:
+            monitor.fetched(failed_sources)
+            yield failed_sources
         for batch in batches_of(todo, settings.batch_size):
             pages = fetch_batch(fetcher, batch, len(batch))
             monitor.fetched(pages)
@@ -171,6 +200,21 @@ def _crawl(
         input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
     )
     stats = _link_all(store, settings, run_id, ahead, progress, monitor)
-    summary = {"run_id": run_id, "skipped_known": len(urls) - len(todo), **asdict(stats)}
+    summary = {
+        "run_id": run_id,
+        "discovered": sum(len(d.urls) for d in found),
+        "skipped_known": len(urls) - len(todo),
+        "refetched_known": len(todo) - len([u for u in todo if u not in known]),
+        **asdict(stats),
+    }
     store.finish_run(run_id, summary)
     return summary
+
+
+def _failed_source(found: Discovered) -> FetchedPage:
+    return FetchedPage(
+        url=found.source.url,
+        source=found.source.kind,
+        fetched_at=datetime.now(UTC).replace(tzinfo=None),
+        error=found.error,
+    )
