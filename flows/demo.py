@@ -1,8 +1,10 @@
 """`reposts demo`: serve the bundled demo web on loopback and crawl it.
 
 Each demo site gets its own loopback address (127.0.0.21, ...) so that hosts
-differ as they do on the web. The crawl turns trafilatura's SSRF guard off
-explicitly, because these addresses are loopback; user crawls keep it on.
+differ as they do on the web. The crawl starts as a scheduled one does: from
+the publishers' home pages, which link to their RSS feeds, and the
+aggregators' sitemaps. It turns trafilatura's SSRF guard off explicitly,
+because these addresses are loopback; user crawls keep it on.
 """
 
 from __future__ import annotations
@@ -55,8 +57,38 @@ def _aggregator_page(site: dict, title: str, paragraphs: list[str], tail: list[s
     )
 
 
-def build_demo_web(port: int) -> tuple[dict[tuple[str, str], DemoPage], list[str]]:
-    """All demo pages by (address, path), and the article URLs to crawl."""
+def _home_page(site: dict) -> str:
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(site["name"])}</title>'
+        f'<link rel="alternate" type="application/rss+xml" title="{html.escape(site["name"])}" href="/rss.xml"></head>'
+        f"<body><h1>{html.escape(site['name'])}</h1></body></html>"
+    )
+
+
+def _rss(site: dict, root: str, articles: list[str]) -> str:
+    items = "".join(f"<item><title>{html.escape(u)}</title><link>{html.escape(u)}</link></item>" for u in articles)
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>'
+        f"<title>{html.escape(site['name'])}</title><link>{root}/</link>{items}</channel></rss>"
+    )
+
+
+def _sitemap(articles: list[str]) -> str:
+    locs = "".join(f"<url><loc>{html.escape(u)}</loc></url>" for u in articles)
+    return f'<?xml version="1.0" encoding="UTF-8"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{locs}</urlset>'
+
+
+@dataclass(frozen=True)
+class DemoSources:
+    """Where the demo crawl starts: the publishers' homes (feeds) and the aggregators' sitemaps."""
+
+    feeds: list[str]
+    sitemaps: list[str]
+    articles: list[str]
+
+
+def build_demo_web(port: int) -> tuple[dict[tuple[str, str], DemoPage], DemoSources]:
+    """All demo pages by (address, path), and the sources to crawl."""
     data = tomllib.loads(SITES_FILE.read_text(encoding="utf-8"))
     sites = {s["key"]: s for s in data["site"]}
     stories = {s["key"]: s for s in data["story"]}
@@ -103,7 +135,20 @@ def build_demo_web(port: int) -> tuple[dict[tuple[str, str], DemoPage], list[str
         path = f"/news/{copy['story']}-{number}.html"
         url = f"http://{site['address']}:{port}{path}"
         add(site, path, _aggregator_page(site, story["title"], paragraphs, tail, copy["published"], url))
-    return pages, urls
+    feeds, sitemaps = [], []
+    for site in sites.values():
+        root = f"http://{site['address']}:{port}"
+        articles = [u for u in urls if u.startswith(root + "/")]
+        if site["kind"] == "publisher":
+            pages[(site["address"], "/")] = DemoPage(site["address"], "/", _home_page(site).encode(), "text/html; charset=utf-8")
+            rss = _rss(site, root, articles).encode()
+            pages[(site["address"], "/rss.xml")] = DemoPage(site["address"], "/rss.xml", rss, "application/rss+xml")
+            feeds.append(f"{root}/")
+        else:
+            sitemap = _sitemap(articles).encode()
+            pages[(site["address"], "/sitemap.xml")] = DemoPage(site["address"], "/sitemap.xml", sitemap, "application/xml")
+            sitemaps.append(f"{root}/")
+    return pages, DemoSources(feeds, sitemaps, urls)
 
 
 class DemoWeb:
@@ -119,7 +164,7 @@ class DemoWeb:
             probe.bind(("127.0.0.21", 0))
         self.port = probe.getsockname()[1]
         probe.close()
-        self.pages, self.urls = build_demo_web(self.port)
+        self.pages, self.sources = build_demo_web(self.port)
         self._servers: list[ThreadingHTTPServer] = []
 
     def __enter__(self) -> DemoWeb:
@@ -161,11 +206,22 @@ def run_demo(db: str, settings=None) -> int:
     # our own sites on loopback: no need to wait 2 s between two pages of one site
     settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=0.1))
     with DemoWeb() as web:
-        print(f"serving {len(web.urls)} demo pages on {len({a for a, _ in web.pages})} loopback sites (port {web.port})")
-        progress = Progress(len(web.urls), "crawl")
+        sources = web.sources
+        print(
+            f"serving {len(sources.articles)} demo articles on {len({a for a, _ in web.pages})} loopback sites "
+            f"(port {web.port}); crawling {len(sources.feeds)} feeds and {len(sources.sitemaps)} sitemaps"
+        )
+        progress = Progress(len(sources.articles), "crawl")
         try:
             # the demo web is on loopback: the SSRF guard is off for this crawl only
-            summary = crawl_flow(web.urls, db=db, settings=settings, allow_private_network=True, progress=progress)
+            summary = crawl_flow(
+                feeds=sources.feeds,
+                sitemaps=sources.sitemaps,
+                db=db,
+                settings=settings,
+                allow_private_network=True,
+                progress=progress,
+            )
         finally:
             progress.close()
     _print_summary(summary, db)

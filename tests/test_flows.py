@@ -1,5 +1,6 @@
 """The flows under one Prefect test harness: real HTTP, real WARC files, real DuckDB."""
 
+import re
 from dataclasses import replace
 
 import duckdb
@@ -134,6 +135,9 @@ def test_demo_finds_its_planted_copies(db_path, capsys):
     assert main(["--db", db_path, "demo"]) == 0
     out = capsys.readouterr().out
     assert "clusters with copies:" in out
+    # the crawl found every article through the publishers' feeds and the aggregators' sitemaps
+    serving = re.search(r"serving (\d+) demo articles", out)
+    assert serving and f"{serving.group(1)} article URLs found in feeds and sitemaps" in out
     con = duckdb.connect(db_path, read_only=True)
     rows = con.execute(
         "SELECT o.host, c.size, c.attributed_source FROM clusters c LEFT JOIN documents o ON o.doc_id = c.original_doc_id WHERE c.size > 1 ORDER BY c.cluster_id"
