@@ -18,12 +18,14 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from dedup.archive import read_warc
 from dedup.boilerplate import BoilerplateConfig, HostLines, edge_lines
 from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
-from dedup.fingerprint import FingerprintConfig, fingerprint, shingles
+from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
 from dedup.link import CandidateIndex, LinkConfig, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
@@ -64,19 +66,28 @@ class PreparedBatch:
 
 
 def prepare_pages(pages: list[FetchedPage], settings: Settings) -> PreparedBatch:
-    prepared, fetches = [], []
+    """Extract and clean each page, then fingerprint the batch's bodies together."""
+    outcomes: list[FetchedPage | tuple[FetchedPage, CleanedArticle]] = []
     for page in pages:
         try:
             article = extract_article(page, settings.extract)
         except ExtractionError as exc:
-            fetches.append(_with_error(page, str(exc)))
+            outcomes.append(_with_error(page, str(exc)))
             continue
-        cleaned = strip_markers(article, settings.clean)
-        signature = fingerprint(cleaned.body, settings.fingerprint)
-        if not signature.shingles:
+        outcomes.append((page, strip_markers(article, settings.clean)))
+    cleaned = [o for o in outcomes if isinstance(o, tuple)]
+    signatures = iter(fingerprints([c.body for _, c in cleaned], settings.fingerprint))
+    prepared, fetches = [], []
+    for outcome in outcomes:
+        if not isinstance(outcome, tuple):
+            fetches.append(outcome)
+            continue
+        page, article = outcome
+        signature = next(signatures)
+        if not len(signature.shingles):
             fetches.append(_with_error(page, "article body is empty once repost markers are removed"))
             continue
-        prepared.append(Prepared(fetch=page, cleaned=cleaned, signature=signature))
+        prepared.append(Prepared(fetch=page, cleaned=article, signature=signature))
         fetches.append(page)
     return PreparedBatch(prepared=prepared, fetches=fetches)
 
@@ -102,6 +113,10 @@ class BatchStats:
             self.errors[key] = self.errors.get(key, 0) + count
 
 
+# 20 million shingle hashes (160 MB) of recent pages kept by the Linker
+SHINGLE_CACHE_HASHES = 20_000_000
+
+
 class Linker:
     """Links, clusters and stores prepared batches against one database."""
 
@@ -111,8 +126,11 @@ class Linker:
         self.store = store
         self.settings = settings
         self.index = CandidateIndex(settings.link, settings.fingerprint)
-        self.index.add_many(store.signatures())
-        self._shingles: dict[int, frozenset[str]] = {}
+        self.index.load(store.signature_chunks(settings.fingerprint.dtype, settings.fingerprint.num_perm))
+        # shingle sets kept from batch to batch (a story's pages tend to come
+        # close together), up to SHINGLE_CACHE_HASHES hashes in all
+        self._shingles: dict[int, np.ndarray] = {}
+        self._cached_hashes = 0
         self._next_id = store.next_doc_id()
         # the run is the only writer (it holds the run lock), so the stored URLs
         # are read once and kept up to date here
@@ -125,6 +143,7 @@ class Linker:
 
     def _link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         settings = self.settings
+        self._forget_if_full()
         stats = BatchStats(failed=sum(1 for f in batch.fetches if f.error))
         for fetch in batch.fetches:
             if fetch.error:
@@ -144,13 +163,12 @@ class Linker:
         # candidates and verified edges: against the stored pages and this batch
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
-            self._shingles[page.doc_id] = page.signature.shingles
-        for page in pages:
-            self.index.add(page.doc_id, page.signature.hashvalues)
-        candidates = {p.doc_id: self.index.candidates(p.signature.hashvalues) - {p.doc_id} for p in pages}
+            self._remember(page.doc_id, page.signature.shingles)
+        found = self._candidates(pages)
+        candidates = {p.doc_id: cands - {p.doc_id} for p, cands in zip(pages, found, strict=True)}
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
         for stored in self.store.members(doc_ids=stored_needed):
-            self._shingles[stored.member.doc_id] = shingles(stored.body, settings.fingerprint)
+            self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -170,7 +188,7 @@ class Linker:
         for stored in cluster_rows:
             members[stored.member.doc_id] = stored.member
             if stored.member.doc_id not in self._shingles:
-                self._shingles[stored.member.doc_id] = shingles(stored.body, settings.fingerprint)
+                self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
         for page in pages:
             members[page.doc_id] = _member_of(page)
         before = self.store.clusters_before(touched_before)
@@ -227,6 +245,25 @@ class Linker:
         stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
         return stats
 
+    def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
+        self._shingles[doc_id] = shingle_set
+        self._cached_hashes += len(shingle_set)
+
+    def _forget_if_full(self) -> None:
+        """Start the shingle cache over between batches once it holds too much."""
+        if self._cached_hashes > SHINGLE_CACHE_HASHES:
+            self._shingles.clear()
+            self._cached_hashes = 0
+
+    def _candidates(self, pages: list[Page]) -> list[set[int]]:
+        """Add the pages to the LSH index, and return each page's candidates (itself included)."""
+        if not pages:
+            return []
+        dtype = self.settings.fingerprint.dtype
+        signatures = np.stack([np.frombuffer(p.signature.hashvalues, dtype=dtype) for p in pages])
+        self.index.add_many([p.doc_id for p in pages], signatures)
+        return self.index.candidates_many(signatures)
+
     def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
@@ -244,7 +281,7 @@ class Linker:
             stripped = lines.strip(page.cleaned, edges[page.doc_id])
             if stripped is not page.cleaned:
                 signature = fingerprint(stripped.body, self.settings.fingerprint)
-                if signature.shingles:
+                if len(signature.shingles):
                     page.cleaned, page.signature = stripped, signature
         return lines.changed_rows()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class FetchedPage:
@@ -99,7 +101,7 @@ class CleanedArticle:
 class Signature:
     """A body's shingle set and its MinHash values."""
 
-    shingles: frozenset[str]
+    shingles: np.ndarray  # the distinct 64-bit shingle hashes, sorted (uint64)
     hashvalues: bytes  # the MinHash hash values, in the scheme's dtype, as bytes
 
     @property

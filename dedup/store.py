@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, Marker, Page, Repost, Similarity
@@ -222,9 +223,22 @@ class Store:
         with self.connect() as con:
             return con.execute("SELECT coalesce(max(doc_id), 0) + 1 FROM documents").fetchone()[0]
 
-    def signatures(self) -> list[tuple[int, bytes]]:
+    def signature_chunks(self, dtype: np.dtype, num_perm: int, rows: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every stored signature, in bulk: (doc_ids, hash values matrix) per
+        chunk of `rows` documents, read through Arrow without a Python object per
+        row. Read them all before the next call on this store."""
+        width = np.dtype(dtype).itemsize * num_perm
         with self.connect() as con:
-            return [(d, bytes(m)) for d, m in con.execute("SELECT doc_id, minhash FROM documents").fetchall()]
+            # the reader streams: the caller reads every chunk before querying the store again
+            reader = con.sql("SELECT doc_id, minhash FROM documents ORDER BY doc_id").to_arrow_reader(batch_size=rows)
+            for batch in reader:
+                doc_ids = batch.column(0).to_numpy()
+                blobs = batch.column(1)
+                offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
+                if len(doc_ids) and not np.all(np.diff(offsets) == width):
+                    raise StoreError(f"{self.path}: stored signatures are not {num_perm} values of {np.dtype(dtype).name}")
+                data = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+                yield doc_ids, data.view(dtype).reshape(len(doc_ids), num_perm)
 
     def minhashes(self, doc_ids: set[int]) -> dict[int, tuple[bytes, int]]:
         """Stored signatures by doc id: (hash values, number of shingles)."""

@@ -6,13 +6,21 @@ from datetime import datetime
 
 import numpy as np
 import pytest
-from datasketch import MinHash
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
-from dedup.fingerprint import FingerprintConfig, fingerprint, lean_minhash, shingles
+from dedup.fingerprint import (
+    FingerprintConfig,
+    datasketch_minhash,
+    fingerprint,
+    fingerprints,
+    lean_minhash,
+    shingle_hashes,
+    shingle_strings,
+)
 from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, similarity
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -54,19 +62,57 @@ def test_a_page_without_article_text_is_an_extraction_error():
 
 
 def test_shingles_ignore_case_quotes_and_punctuation():
-    a = shingles('The "old" canal, drained at last!', FP)
-    b = shingles("the \u201cold\u201d Canal drained at last", FP)
-    assert a == b and len(a) == 2
+    a = shingle_hashes('The "old" canal, drained at last!', FP)
+    b = shingle_hashes("the \u201cold\u201d Canal drained at last", FP)
+    assert np.array_equal(a, b) and len(a) == 2
+    assert shingle_strings("the \u201cold\u201d Canal drained at last", FP) == [
+        "the old canal drained at",
+        "old canal drained at last",
+    ]
 
 
 def test_chinese_text_is_shingled_by_characters():
-    assert shingles("运河管理处宣布", FP) == {"运 河 管 理", "河 管 理 处", "管 理 处 宣", "理 处 宣 布"}
+    assert shingle_strings("运河管理处宣布", FP) == ["运 河 管 理", "河 管 理 处", "管 理 处 宣", "理 处 宣 布"]
+    assert len(shingle_hashes("运河管理处宣布", FP)) == 4
+    # mostly English with a Chinese name in it: still word shingles
+    assert shingle_strings("the mayor of 南京 opened the new canal lock", FP)[0] == "the mayor of 南 京"
+
+
+def test_shingle_set_is_the_distinct_hashes_sorted():
+    text = "the lock opens at noon and the lock opens at noon again"
+    hashes = shingle_hashes(text, FP)
+    assert np.all(hashes[1:] > hashes[:-1])
+    assert len(hashes) == len(set(shingle_strings(text, FP))) == 7  # 8 shingles, one twice
+    assert len(shingle_hashes("", FP)) == 0
+
+
+@pytest.mark.parametrize("scheme", ["affine32", "affine64"])
+def test_batched_signatures_equal_datasketch_with_the_same_hash_function(scheme):
+    config = FingerprintConfig(scheme=scheme)
+    texts = [
+        " ".join(CANAL_STORY),
+        BAKERY_STORY[0],
+        "short one",
+        " ".join(MARKET_STORY) * 3,
+        "运河管理处宣布九月份将排干旧运河的水",
+    ]
+    # many texts, so that the batch spans several numpy blocks
+    texts = texts + [f"{t} variant {i}" for i in range(400) for t in texts[:1]]
+    for text, signature in zip(texts, fingerprints(texts, config), strict=True):
+        reference = datasketch_minhash(shingle_strings(text, config), config)
+        assert np.array_equal(np.frombuffer(signature.hashvalues, dtype=config.dtype), reference.hashvalues)
+        assert len(signature.shingles) == len(set(shingle_strings(text, config)))
+
+
+def test_an_empty_text_has_datasketch_empty_signature():
+    [signature] = fingerprints([""], FP)
+    empty = MinHash(num_perm=FP.num_perm, seed=FP.seed, scheme=FP.scheme)
+    assert len(signature.shingles) == 0 and np.array_equal(np.frombuffer(signature.hashvalues, dtype=FP.dtype), empty.hashvalues)
 
 
 def test_stored_signature_rebuilds_with_its_scheme():
     signature = fingerprint(" ".join(CANAL_STORY), FP)
-    direct = MinHash(num_perm=FP.num_perm, seed=FP.seed, scheme=FP.scheme)
-    direct.update_batch([s.encode() for s in signature.shingles])
+    direct = datasketch_minhash(shingle_strings(" ".join(CANAL_STORY), FP), FP)
     rebuilt = lean_minhash(signature.hashvalues, FP)
     assert rebuilt.scheme == "affine32"
     assert np.array_equal(rebuilt.hashvalues, direct.hashvalues)
@@ -76,23 +122,46 @@ def test_stored_signature_rebuilds_with_its_scheme():
 
 
 def test_excerpt_is_linked_by_containment_and_unrelated_story_is_not():
-    full = shingles(" ".join(CANAL_STORY), FP)
-    excerpt = shingles(CANAL_STORY[0], FP)
-    other = shingles(" ".join(BAKERY_STORY + MARKET_STORY), FP)
+    full = shingle_hashes(" ".join(CANAL_STORY), FP)
+    excerpt = shingle_hashes(CANAL_STORY[0], FP)
+    other = shingle_hashes(" ".join(BAKERY_STORY + MARKET_STORY), FP)
     sim = similarity(excerpt, full)
     assert sim.a_in_b == 1.0 and sim.jaccard < LINK.min_jaccard
     assert is_near_duplicate(sim, len(excerpt), len(full), LINK)
     assert not is_near_duplicate(similarity(full, other), len(full), len(other), LINK)
 
 
+def matrix(signatures, config=FP):
+    return np.stack([np.frombuffer(s.hashvalues, dtype=config.dtype) for s in signatures])
+
+
 def test_candidate_index_finds_a_near_copy_and_not_an_unrelated_page():
     index = CandidateIndex(LINK, FP)
-    index.add_many(
-        [(1, fingerprint(" ".join(CANAL_STORY), FP).hashvalues), (2, fingerprint(" ".join(BAKERY_STORY), FP).hashvalues)]
-    )
+    index.add_many([1, 2], matrix(fingerprints([" ".join(CANAL_STORY), " ".join(BAKERY_STORY)], FP)))
     copy = fingerprint(" ".join(CANAL_STORY[:-1]) + " The end.", FP)
     assert 1 in index.candidates(copy.hashvalues)
     assert 2 not in index.candidates(copy.hashvalues)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_candidate_index_answers_as_minhashlsh_with_the_same_bands(rows):
+    link = LinkConfig(lsh_bands=40, lsh_rows=rows)
+    rng = np.random.default_rng(3)
+    # 600 signatures over a small value range, so that bands collide often
+    values = rng.integers(0, 6 if rows == 1 else 3, size=(600, FP.num_perm)).astype(FP.dtype)
+    lsh = MinHashLSH(num_perm=FP.num_perm, params=(link.lsh_bands, link.lsh_rows))
+    for doc_id, row in enumerate(values):
+        lsh.insert(doc_id, LeanMinHash(seed=FP.seed, hashvalues=row, scheme=FP.scheme))
+    index = CandidateIndex(link, FP)
+    index.fold_at = 120
+    # stored signatures in bulk, then batches of new ones (some folded into the tables, some still recent)
+    index.load([(np.arange(0, 200), values[:200]), (np.arange(200, 300), values[200:300])])
+    for start in range(300, 600, 50):
+        index.add_many(list(range(start, start + 50)), values[start : start + 50])
+    assert len(index) == 600
+    queries = rng.integers(0, 6 if rows == 1 else 3, size=(40, FP.num_perm)).astype(FP.dtype)
+    for query, found in zip(queries, index.candidates_many(queries), strict=True):
+        assert found == set(lsh.query(LeanMinHash(seed=FP.seed, hashvalues=query, scheme=FP.scheme)))
 
 
 def write_warc(path, records, gz=True):
@@ -128,3 +197,16 @@ def test_warc_reader_records_non_html_and_rejects_non_warc_files(tmp_path):
         list(read_warc(garbage))
     with pytest.raises(ArchiveError, match="no such WARC file"):
         list(read_warc(tmp_path / "missing.warc"))
+
+
+def test_similarity_on_hash_arrays_equals_set_arithmetic():
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        universe = rng.integers(0, 2**63, size=300, dtype=np.uint64)
+        a = np.unique(rng.choice(universe, size=rng.integers(1, 200)))
+        b = np.unique(rng.choice(universe, size=rng.integers(1, 200)))
+        sa, sb = set(a.tolist()), set(b.tolist())
+        sim = similarity(a, b)
+        common = len(sa & sb)
+        assert sim.jaccard == common / len(sa | sb)
+        assert sim.a_in_b == common / len(sa) and sim.b_in_a == common / len(sb)
