@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check dedup flows tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/stages.py
 	$(BIN)/python benchmarks/ingest_vs_extract.py
 
 clean:

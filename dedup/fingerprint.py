@@ -4,11 +4,13 @@ Text is folded (NFKC, case-folded; punctuation is not part of any token),
 cut into tokens (words; one token per character for Chinese and Japanese,
 which do not separate words), and the tokens into overlapping n-grams.
 
-A shingle is kept as a 64-bit hash, not as a string: each distinct token is
-hashed once (BLAKE2b, 8 bytes, cached per process) and the n token hashes of
-a shingle are combined polynomially (`shingle_hash`). The shingle set of a
-text is the sorted array of its distinct shingle hashes; exact Jaccard and
-containment are computed on it (two different shingles share a hash with
+A shingle is kept as a 64-bit hash, not as a string. The text is tokenized
+and hashed in numpy, without a Python step per token: a token's hash is a
+polynomial over its code points, finished with MurmurHash3's 64-bit mixer,
+and the n token hashes of a shingle are combined polynomially
+(`shingle_hash` is the same function on one shingle string). The shingle set
+of a text is the sorted array of its distinct shingle hashes; exact Jaccard
+and containment are computed on it (two different shingles share a hash with
 probability about 2^-64).
 
 The MinHash of a whole batch of texts is computed at once with numpy: the
@@ -22,7 +24,6 @@ signatures are LeanMinHash values usable with MinHashLSH.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -39,18 +40,46 @@ _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _CJK_CHAR = re.compile(rf"[{_CJK}]")
 _SCHEME_DTYPES = {"affine32": np.uint32, "affine64": np.uint64}
 
-# the polynomial that combines the token hashes of a shingle (odd, so no
-# token's bits are lost), and the name stored with the signatures
+# the polynomials that hash a token's code points and combine the token hashes
+# of a shingle (odd multipliers, so no bits are lost), and the name stored
+# with the signatures
+_CHAR_BASE = 0x100000001B3
+_CHAR_OFFSET = 0x9E3779B97F4A7C15
 _COMBINE = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
-SHINGLE_HASH_NAME = "reposts.shingle_hash/blake2b8-poly64"
+SHINGLE_HASH_NAME = "reposts.shingle_hash/codepoint-poly64-fmix"
 
 # shingles per numpy block when hashing a batch: 16k x 128 permutations of
 # uint32 is 8 MB, which stays in cache-friendly territory and bounds memory
 _BLOCK_SHINGLES = 16384
-# distinct tokens remembered per process before the cache starts over
-_TOKEN_CACHE_MAX = 500_000
-_token_hashes: dict[str, int] = {}
+
+# every code point's kind: 0 not in a token, 1 word character (str.isalnum,
+# as regex [^\W_]), 2 CJK character (a token by itself); built on first use
+_OTHER, _WORD, _CJK_KIND = 0, 1, 2
+_CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+_char_kinds: np.ndarray | None = None
+_char_powers = np.ones(1, dtype=np.uint64)
+
+
+def _kinds() -> np.ndarray:
+    global _char_kinds
+    if _char_kinds is None:
+        kinds = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=bool, count=0x110000).astype(np.uint8)
+        for low, high in _CJK_RANGES:
+            kinds[low : high + 1] = _CJK_KIND
+        _char_kinds = kinds
+    return _char_kinds
+
+
+def _powers(n: int) -> np.ndarray:
+    """_CHAR_BASE ** k mod 2^64 for k < n."""
+    global _char_powers
+    if len(_char_powers) < n:
+        size = max(n, 2 * len(_char_powers), 256)
+        powers = np.full(size, _CHAR_BASE, dtype=np.uint64)
+        powers[0] = 1
+        _char_powers = np.cumprod(powers, dtype=np.uint64)  # wraps modulo 2^64
+    return _char_powers
 
 
 @dataclass(frozen=True)
@@ -90,27 +119,56 @@ class FingerprintConfig:
         }
 
 
+def _folded(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+    """The tokens as strings (for reading and for tests; `shingle_hashes` finds
+    the same tokens in numpy)."""
+    return _TOKEN.findall(_folded(text))
 
 
-def _tokens_and_n(text: str, config: FingerprintConfig) -> tuple[list[str], int]:
-    """The tokens, and the n of the n-grams: characters when most tokens are
-    CJK characters (each is one token), words otherwise."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    toks = _TOKEN.findall(folded)
-    cjk = len(_CJK_CHAR.findall(folded)) if _CJK_CHAR.search(folded) else 0
-    return toks, config.cjk_ngram if cjk * 2 > len(toks) else config.word_ngram
+def shingle_strings(text: str, config: FingerprintConfig) -> list[str]:
+    """The shingles of a text as strings, in order: the n tokens joined by single spaces."""
+    toks = tokens(text)
+    if not toks:
+        return []
+    cjk = sum(1 for t in toks if _CJK_CHAR.match(t))
+    n = config.cjk_ngram if cjk * 2 > len(toks) else config.word_ngram
+    if len(toks) <= n:
+        return [" ".join(toks)]
+    return [" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+
+
+def _token_hashes(text: str) -> tuple[np.ndarray, int]:
+    """The hash of each token of a text, in order, and how many tokens are CJK characters."""
+    code_points = np.frombuffer(_folded(text).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    kinds = _kinds()[code_points]
+    word = kinds == _WORD
+    cjk = kinds == _CJK_KIND
+    in_token = np.flatnonzero(word | cjk)
+    if not len(in_token):
+        return np.empty(0, dtype=np.uint64), 0
+    starts = cjk.copy()
+    starts[0] |= word[0]
+    starts[1:] |= word[1:] & ~word[:-1]
+    first = starts[in_token]
+    token_starts = in_token[first]
+    position = in_token - token_starts[np.cumsum(first) - 1]
+    terms = code_points[in_token].astype(np.uint64) + np.uint64(_CHAR_OFFSET)
+    terms *= _powers(int(position.max()) + 1)[position]
+    sums = np.add.reduceat(terms, np.flatnonzero(first))
+    return _murmur3_finalizer(sums, _FINALIZER_64), int(np.count_nonzero(cjk))
 
 
 def _token_hash(token: str) -> int:
-    value = _token_hashes.get(token)
-    if value is None:
-        if len(_token_hashes) >= _TOKEN_CACHE_MAX:
-            _token_hashes.clear()
-        value = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
-        _token_hashes[token] = value
-    return value
+    """One token's hash, as `_token_hashes` computes it for each token in numpy."""
+    value, power = 0, 1
+    for char in token:
+        value = (value + (ord(char) + _CHAR_OFFSET) * power) & _MASK64
+        power = (power * _CHAR_BASE) & _MASK64
+    return int(_murmur3_finalizer(np.array([value], dtype=np.uint64), _FINALIZER_64)[0])
 
 
 def shingle_hash(shingle: bytes) -> int:
@@ -128,32 +186,17 @@ def shingle_hash32(shingle: bytes) -> int:
     return (value ^ (value >> 32)) & 0xFFFFFFFF
 
 
-def shingle_strings(text: str, config: FingerprintConfig) -> list[str]:
-    """The shingles of a text as strings, in order (for reading and for tests;
-    the pipeline uses `shingle_hashes`)."""
-    toks, n = _tokens_and_n(text, config)
-    if not toks:
-        return []
-    if len(toks) <= n:
-        return [" ".join(toks)]
-    return [" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1)]
-
-
 def shingle_hashes(text: str, config: FingerprintConfig) -> np.ndarray:
     """The set of a text's shingles: their distinct 64-bit hashes, sorted
     (uint64). A text shorter than n tokens is one shingle."""
-    toks, n = _tokens_and_n(text, config)
-    if not toks:
-        return np.empty(0, dtype=np.uint64)
-    get = _token_hashes.get
-    values = [get(t) for t in toks]
-    if None in values:
-        values = [_token_hash(t) for t in toks]
-    token_values = np.array(values, dtype=np.uint64)
-    count = max(1, len(toks) - n + 1)
+    token_values, cjk = _token_hashes(text)
+    if not len(token_values):
+        return token_values
+    n = config.cjk_ngram if cjk * 2 > len(token_values) else config.word_ngram
+    count = max(1, len(token_values) - n + 1)
     combined = token_values[:count].copy()
     multiplier = np.uint64(_COMBINE)
-    for offset in range(1, min(n, len(toks))):
+    for offset in range(1, min(n, len(token_values))):
         combined *= multiplier
         combined += token_values[offset : offset + count]
     combined.sort()

@@ -1,0 +1,291 @@
+"""Each stage after extraction on a synthetic corpus, against naive baselines measured in the same run.
+
+    python benchmarks/stages.py [--sizes 10000,100000] [--sample 10000]
+
+For each corpus size (benchmarks/corpus.py, cached under benchmarks/.cache)
+it prints documents per second and memory (each measurement runs in a fresh
+process: its peak, and how much of it the stage added to the interpreter and
+libraries already loaded) for:
+
+- fingerprint: our batched numpy MinHash, in one process and spread over two;
+  baseline: datasketch `MinHash.update_batch`, one document at a time (the
+  shingle strings of our tokenizer, datasketch's default SHA-1 hash);
+- lsh: our band tables, a batch of 200 added then queried at a time;
+  baseline: datasketch MinHashLSH with the same bands, one insert and one
+  query per document (on the first `--sample` documents; ours is measured on
+  the same sample for the ratio, and on the whole corpus);
+- link+store: the Linker (candidates, exact verification, clusters,
+  provenance, one DuckDB transaction per batch of 200) into an empty database;
+- incremental: 10,000 more documents into the database of the whole corpus,
+  against the same 10,000 into an empty database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.corpus import CACHE, corpus_file, read_chunks  # noqa: E402
+from dedup.batch import Linker, Prepared, PreparedBatch, Settings, open_store  # noqa: E402
+from dedup.fingerprint import fingerprints, shingle_strings  # noqa: E402
+from dedup.link import CandidateIndex  # noqa: E402
+from dedup.models import Article, CleanedArticle, FetchedPage  # noqa: E402
+
+SETTINGS = Settings()
+FP = SETTINGS.fingerprint
+BATCH = 200
+ADDED = 10_000
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def texts(path: Path, limit: int | None = None):
+    seen = 0
+    for chunk in read_chunks(path):
+        for row in chunk:
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            yield row
+
+
+def batches(rows, size=BATCH):
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# -- the measurements, each run in its own process ---------------------------
+
+
+def fingerprint_ours(path: Path, limit: int | None) -> tuple[int, float]:
+    n, elapsed, matrix = 0, 0.0, []
+    for batch in batches(texts(path, limit)):
+        started = time.perf_counter()
+        signatures = fingerprints([r["text"] for r in batch], FP)
+        elapsed += time.perf_counter() - started
+        matrix.extend(np.frombuffer(s.hashvalues, dtype=FP.dtype) for s in signatures)
+        n += len(batch)
+    if limit is None:  # the lsh measurements start from these
+        np.save(signatures_file(path), np.stack(matrix))
+    return n, elapsed
+
+
+def _fingerprint_texts(batch_texts: list[str]) -> int:
+    return len(fingerprints(batch_texts, FP))
+
+
+def fingerprint_two_processes(path: Path, limit: int | None) -> tuple[int, float]:
+    all_batches = [[r["text"] for r in b] for b in batches(texts(path, limit))]
+    with ProcessPoolExecutor(2) as pool:
+        list(pool.map(_fingerprint_texts, all_batches[:2]))  # start-up is not the stage
+        started = time.perf_counter()
+        n = sum(pool.map(_fingerprint_texts, all_batches))
+        return n, time.perf_counter() - started
+
+
+def fingerprint_baseline(path: Path, limit: int | None) -> tuple[int, float]:
+    from datasketch import MinHash
+
+    n, elapsed = 0, 0.0
+    for row in texts(path, limit):
+        started = time.perf_counter()
+        minhash = MinHash(num_perm=FP.num_perm, seed=FP.seed, scheme=FP.scheme)
+        minhash.update_batch([s.encode("utf-8") for s in set(shingle_strings(row["text"], FP))])
+        elapsed += time.perf_counter() - started
+        n += 1
+    return n, elapsed
+
+
+def lsh_ours(path: Path, limit: int | None) -> tuple[int, float]:
+    matrix = np.load(signatures_file(path))[:limit]
+    index = CandidateIndex(SETTINGS.link, FP)
+    started = time.perf_counter()
+    for start in range(0, len(matrix), BATCH):
+        block = matrix[start : start + BATCH]
+        index.add_many(list(range(start, start + len(block))), block)
+        index.candidates_many(block)
+    return len(matrix), time.perf_counter() - started
+
+
+def lsh_baseline(path: Path, limit: int | None) -> tuple[int, float]:
+    from datasketch import LeanMinHash, MinHashLSH
+
+    matrix = np.load(signatures_file(path))[:limit]
+    lsh = MinHashLSH(num_perm=FP.num_perm, params=(SETTINGS.link.lsh_bands, SETTINGS.link.lsh_rows))
+    started = time.perf_counter()
+    for doc_id, values in enumerate(matrix):
+        minhash = LeanMinHash(seed=FP.seed, hashvalues=values, scheme=FP.scheme)
+        lsh.insert(doc_id, minhash)
+        lsh.query(minhash)
+    return len(matrix), time.perf_counter() - started
+
+
+def prepared_batch(rows: list[dict]) -> PreparedBatch:
+    now = datetime(2026, 1, 1)
+    prepared = []
+    for row, signature in zip(rows, fingerprints([r["text"] for r in rows], FP), strict=True):
+        article = Article(url=row["url"], final_url=row["url"], host=row["host"], fetched_at=now, text=row["text"], source="bench")
+        fetch = FetchedPage(url=row["url"], source="bench", fetched_at=now, status=200, html=b"-")
+        prepared.append(Prepared(fetch=fetch, cleaned=CleanedArticle(article=article, body=row["text"]), signature=signature))
+    return PreparedBatch(prepared=prepared, fetches=[p.fetch for p in prepared])
+
+
+def link_into(db: str, rows) -> tuple[int, float]:
+    store = open_store(db, SETTINGS)
+    run_id = store.start_run("bench", None, {})
+    started = time.perf_counter()
+    linker = Linker(store, SETTINGS)  # loads the stored signatures: part of the cost
+    n, elapsed = 0, time.perf_counter() - started
+    for batch in batches(rows):
+        prepared = prepared_batch(batch)
+        started = time.perf_counter()
+        linker.link_batch(run_id, prepared)
+        elapsed += time.perf_counter() - started
+        n += len(batch)
+    return n, elapsed
+
+
+def link_store(path: Path, limit: int | None) -> tuple[int, float]:
+    """The base corpus into an empty database (kept for the incremental measure)."""
+    db = database_file(path)
+    db.unlink(missing_ok=True)
+    return link_into(str(db), (r for r in texts(path) if r["doc"] < base_size(path)))
+
+
+def incremental_full(path: Path, limit: int | None) -> tuple[int, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "full.duckdb"
+        shutil.copy(database_file(path), db)
+        return link_into(str(db), (r for r in texts(path) if r["doc"] >= base_size(path)))
+
+
+def incremental_empty(path: Path, limit: int | None) -> tuple[int, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        return link_into(str(Path(folder) / "empty.duckdb"), (r for r in texts(path) if r["doc"] >= base_size(path)))
+
+
+STAGES = {
+    "fingerprint": fingerprint_ours,
+    "fingerprint-2proc": fingerprint_two_processes,
+    "fingerprint-baseline": fingerprint_baseline,
+    "lsh": lsh_ours,
+    "lsh-baseline": lsh_baseline,
+    "link+store": link_store,
+    "incremental-full": incremental_full,
+    "incremental-empty": incremental_empty,
+}
+
+
+def signatures_file(path: Path) -> Path:
+    return path.with_suffix(".signatures.npy")
+
+
+def database_file(path: Path) -> Path:
+    return path.with_suffix(".duckdb")
+
+
+def base_size(path: Path) -> int:
+    return int(path.name.split("-")[1]) - ADDED
+
+
+def child(stage: str, path: Path, limit: int | None) -> int:
+    before = current_mb()  # the interpreter and the libraries, before the stage
+    n, seconds = STAGES[stage](path, limit)
+    result = {"stage": stage, "docs": n, "seconds": seconds, "docs_per_s": n / seconds, "peak_mb": peak_mb()}
+    print(json.dumps({**result, "stage_mb": result["peak_mb"] - before}))
+    return 0
+
+
+# -- the report ----------------------------------------------------------------
+
+
+def measure(stage: str, path: Path, limit: int | None = None) -> dict:
+    command = [sys.executable, __file__, "--child", stage, "--corpus", str(path)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def line(label: str, result: dict, ratio: str = "") -> None:
+    print(
+        f"  {label:<46} {result['docs']:>9,} docs {result['docs_per_s']:>9,.0f} docs/s "
+        f"{result['peak_mb']:>7,.0f} MB peak ({result['stage_mb']:>+6,.0f} MB for the stage)  {ratio}"
+    )
+
+
+def report(size: int, sample: int) -> None:
+    # the corpus holds the base documents and the 10,000 added incrementally
+    path = corpus_file(size + ADDED)
+    sample = min(sample, size)
+    print(f"\n{size:,} documents (+{ADDED:,} for the incremental measure), corpus {path.name}")
+    ours = measure("fingerprint", path)
+    two = measure("fingerprint-2proc", path)
+    ours_sample = measure("fingerprint", path, sample)
+    base = measure("fingerprint-baseline", path, sample)
+    line("fingerprint, ours, 1 process", ours)
+    line("fingerprint, ours, 2 processes", two, f"x{two['docs_per_s'] / ours['docs_per_s']:.2f} of 1 process")
+    line("fingerprint, datasketch update_batch per doc", base)
+    print(f"  -> fingerprint per document: {ours_sample['docs_per_s'] / base['docs_per_s']:.1f}x the baseline (same {sample:,} documents, 1 process)")
+    lsh = measure("lsh", path)
+    lsh_sample = measure("lsh", path, sample)
+    lsh_base = measure("lsh-baseline", path, sample)
+    line("lsh, ours (add + query per batch of 200)", lsh)
+    line("lsh, MinHashLSH insert + query per doc", lsh_base)
+    print(
+        f"  -> lsh: {lsh_sample['docs_per_s'] / lsh_base['docs_per_s']:.1f}x the baseline's speed, "
+        f"{lsh_base['stage_mb'] / max(1.0, lsh_sample['stage_mb']):.1f}x less memory for the stage (same {sample:,} documents)"
+    )
+    linked = measure("link+store", path)
+    full = measure("incremental-full", path)
+    empty = measure("incremental-empty", path)
+    line(f"link+store, {size:,} into an empty database", linked)
+    line(f"incremental: {ADDED:,} into a database of {size:,}", full)
+    line(f"incremental: {ADDED:,} into an empty database", empty)
+    print(f"  -> incremental cost: {full['seconds'] / empty['seconds']:.2f}x the empty database's (limit 2)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="corpus sizes, comma-separated (1000000 takes a while)")
+    parser.add_argument("--sample", type=int, default=10_000, help="documents for the slow baselines")
+    parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.corpus, args.limit)
+    CACHE.mkdir(exist_ok=True)
+    for size in (int(s) for s in args.sizes.split(",")):
+        report(size, args.sample)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
