@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test ui lint bench clean
+.PHONY: run test services ui lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/reposts --db reposts.duckdb demo
 
-test: $(STAMP)
+test: $(STAMP) services
 	$(BIN)/python -m pytest
+
+# redis-server, which the tests of the Redis LSH index start (from Debian's
+# packages, as root or through sudo; elsewhere install it yourself, or those
+# tests are skipped)
+services:
+	@command -v redis-server >/dev/null || ( \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if command -v apt-get >/dev/null && { [ -z "$$SUDO" ] || command -v sudo >/dev/null; }; then \
+	    $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1; } || \
+	    echo "could not install redis-server: the Redis tests will be skipped"; \
+	  else echo "redis-server not found: the Redis tests will be skipped (install it with your package manager)"; fi )
 
 # a local Prefect server with its UI, the deployments of prefect.yaml and a worker
 ui: $(STAMP)

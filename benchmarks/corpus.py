@@ -26,7 +26,26 @@ import pyarrow.parquet as pq
 
 CACHE = Path(__file__).parent / ".cache"
 VOCABULARY = 40_000
-SYLLABLES = ["ka", "ro", "mi", "ten", "sul", "bar", "lo", "ve", "nis", "dor", "qua", "pe", "tri", "zan", "ul", "gor", "sha", "fen"]
+SYLLABLES = [
+    "ka",
+    "ro",
+    "mi",
+    "ten",
+    "sul",
+    "bar",
+    "lo",
+    "ve",
+    "nis",
+    "dor",
+    "qua",
+    "pe",
+    "tri",
+    "zan",
+    "ul",
+    "gor",
+    "sha",
+    "fen",
+]
 MODES = ["verbatim", "cut", "excerpt", "drop-one", "edited"]
 MODE_SHARE = [0.4, 0.2, 0.1, 0.1, 0.2]
 REPOST_SHARE = 0.33
@@ -99,7 +118,14 @@ def documents(n_docs: int, seed: int = 7) -> Iterator[dict]:
         # the pool of copy sources stays bounded (recent stories get copied)
         if len(published) > 50_000:
             del published[:10_000]
-        yield {"doc": doc, "url": f"https://{host}/{doc}.html", "host": host, "story": story, "mode": mode, "text": "\n".join(paragraphs)}
+        yield {
+            "doc": doc,
+            "url": f"https://{host}/{doc}.html",
+            "host": host,
+            "story": story,
+            "mode": mode,
+            "text": "\n".join(paragraphs),
+        }
 
 
 def corpus_file(n_docs: int, seed: int = 7) -> Path:

@@ -9,8 +9,7 @@ Three wall times:
 
 - trafilatura's extraction alone, in one process, and spread over two
   processes (the floor on a two-core machine), with the options the pipeline
-  uses (`bare_extraction` with metadata, tables, no comments, no extensive
-  date search, not `fast`);
+  passes to `bare_extraction` (dedup.extract.trafilatura_options);
 - `reposts ingest` of the WARC file in a fresh process: start-up (Python,
   Prefect's temporary API), reading, extraction, cleaning, fingerprints,
   linking, provenance and the DuckDB writes.
@@ -35,7 +34,7 @@ from warcio.warcwriter import WARCWriter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dedup.archive import read_warc  # noqa: E402
-from dedup.extract import ExtractConfig  # noqa: E402
+from dedup.extract import ExtractConfig, trafilatura_options  # noqa: E402
 
 DEFAULT_WARC = Path(__file__).resolve().parents[1].parent / "shared" / "repostbench" / "dev" / "pages.warc.gz"
 
@@ -58,17 +57,9 @@ def copied_warc(source: Path, copies: int, out: Path) -> list[tuple[str, bytes]]
 
 
 def _extract(pages: list[tuple[str, bytes]]) -> int:
-    config = ExtractConfig()
+    options = trafilatura_options(ExtractConfig())
     for url, html in pages:
-        bare_extraction(
-            html,
-            url=url,
-            with_metadata=True,
-            fast=config.fast,
-            include_comments=False,
-            include_tables=True,
-            date_extraction_params={"original_date": True, "extensive_search": config.extensive_date_search},
-        )
+        bare_extraction(html, url=url, **options)
     return len(pages)
 
 

@@ -150,7 +150,9 @@ def prepared_batch(rows: list[dict]) -> PreparedBatch:
     now = datetime(2026, 1, 1)
     prepared = []
     for row, signature in zip(rows, fingerprints([r["text"] for r in rows], FP), strict=True):
-        article = Article(url=row["url"], final_url=row["url"], host=row["host"], fetched_at=now, text=row["text"], source="bench")
+        article = Article(
+            url=row["url"], final_url=row["url"], host=row["host"], fetched_at=now, text=row["text"], source="bench"
+        )
         fetch = FetchedPage(url=row["url"], source="bench", fetched_at=now, status=200, html=b"-")
         prepared.append(Prepared(fetch=fetch, cleaned=CleanedArticle(article=article, body=row["text"]), signature=signature))
     return PreparedBatch(prepared=prepared, fetches=[p.fetch for p in prepared])
@@ -252,7 +254,9 @@ def report(size: int, sample: int) -> None:
     line("fingerprint, ours, 1 process", ours)
     line("fingerprint, ours, 2 processes", two, f"x{two['docs_per_s'] / ours['docs_per_s']:.2f} of 1 process")
     line("fingerprint, datasketch update_batch per doc", base)
-    print(f"  -> fingerprint per document: {ours_sample['docs_per_s'] / base['docs_per_s']:.1f}x the baseline (same {sample:,} documents, 1 process)")
+    print(
+        f"  -> fingerprint per document: {ours_sample['docs_per_s'] / base['docs_per_s']:.1f}x the baseline (same {sample:,} documents, 1 process)"
+    )
     lsh = measure("lsh", path)
     lsh_sample = measure("lsh", path, sample)
     lsh_base = measure("lsh-baseline", path, sample)

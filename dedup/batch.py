@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -26,7 +26,7 @@ from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
-from dedup.link import CandidateIndex, LinkConfig, similarity, verified_edges
+from dedup.link import LinkConfig, candidate_index, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
@@ -125,7 +125,7 @@ class Linker:
         them already; else they are read here."""
         self.store = store
         self.settings = settings
-        self.index = CandidateIndex(settings.link, settings.fingerprint)
+        self.index = candidate_index(settings.link, settings.fingerprint, store.database_id())
         self.index.load(store.signature_chunks(settings.fingerprint.dtype, settings.fingerprint.num_perm))
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
@@ -169,6 +169,8 @@ class Linker:
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
         for stored in self.store.members(doc_ids=stored_needed):
             self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
+        # an index kept outside the run (Redis) may name pages a dead run never stored
+        candidates = {d: {c for c in cands if c in batch_index or c in self._shingles} for d, cands in candidates.items()}
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -324,6 +326,11 @@ def open_store(db: str, settings: Settings) -> Store:
 class PreparedAhead:
     """Batches of pages prepared in worker processes, a few batches ahead of use.
 
+    The workers are an `Executor`: a local process pool made here with
+    `workers` processes by default, or one the caller gives (a Dask cluster's,
+    through prefect-dask; see flows/pipeline.py). The batches go to it the
+    same way, `executor.submit(prepare_pages, pages, settings)`.
+
     `in_order()` yields `(number, n_pages, input_read, future)` in input order,
     where `input_read` is the share of the input read once that batch was
     (for progress reports), and hands the next batch to the workers each time
@@ -342,7 +349,17 @@ class PreparedAhead:
     Prefect records a placeholder.
     """
 
-    __slots__ = ("_ahead", "_batches", "_executor", "_input_read", "_number", "_queue", "_settings", "stored_urls")
+    __slots__ = (
+        "_ahead",
+        "_batches",
+        "_executor",
+        "_input_read",
+        "_number",
+        "_owns_executor",
+        "_queue",
+        "_settings",
+        "stored_urls",
+    )
 
     def __init__(
         self,
@@ -353,12 +370,16 @@ class PreparedAhead:
         stored_urls: AbstractSet[str],
         ahead: int | None = None,
         input_read: Callable[[], float] = lambda: 0.0,
+        executor: Executor | None = None,
     ):
         self.stored_urls = stored_urls
         self._batches = page_batches
         self._settings = settings
         self._input_read = input_read
-        self._executor = ProcessPoolExecutor(max_workers=max(1, workers), initializer=_exit_with_parent, initargs=(os.getpid(),))
+        self._owns_executor = executor is None
+        self._executor = executor or ProcessPoolExecutor(
+            max_workers=max(1, workers), initializer=_exit_with_parent, initargs=(os.getpid(),)
+        )
         self._ahead = ahead or 2 * max(1, workers) + 1
         self._queue: deque[tuple[int, int, float, Future]] = deque()
         self._number = 0
@@ -382,7 +403,9 @@ class PreparedAhead:
     def close(self) -> None:
         for *_, future in self._queue:
             future.cancel()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._queue.clear()
+        if self._owns_executor:
+            self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -397,7 +420,9 @@ def _exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, workers: int) -> PreparedAhead:
+def prepare_warcs_ahead(
+    warc_paths: list[str], db: str, settings: Settings, workers: int, executor: Executor | None = None
+) -> PreparedAhead:
     """Start preparing the pages of WARC files that the database does not hold yet."""
     known = frozenset(open_store(db, settings).known_urls())
     sizes = [Path(p).stat().st_size if Path(p).is_file() else 0 for p in warc_paths]
@@ -412,4 +437,6 @@ def prepare_warcs_ahead(warc_paths: list[str], db: str, settings: Settings, work
     def input_read() -> float:
         return (read["files"] + read["offset"]) / max(1, sum(sizes))
 
-    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, stored_urls=known, input_read=input_read)
+    return PreparedAhead(
+        batches_of(pages(), settings.batch_size), settings, workers, stored_urls=known, input_read=input_read, executor=executor
+    )

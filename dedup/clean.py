@@ -38,7 +38,20 @@ RULES_DIR = Path(__file__).parent / "rules"
 KINDS = ("disclaimer", "credit", "dateline", "boilerplate")
 ZONES = ("edges", "head", "tail", "anywhere")
 
-_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "‚": "'", "–": "-", "—": "-"})
+# typographic quotes and dashes and their plain forms (str.replace, which is
+# several times faster than str.translate with a dict on short paragraphs)
+_PLAIN_FORMS = (
+    ("“", '"'),
+    ("”", '"'),
+    ("„", '"'),
+    ("«", '"'),
+    ("»", '"'),
+    ("‘", "'"),
+    ("’", "'"),
+    ("‚", "'"),
+    ("–", "-"),
+    ("—", "-"),
+)
 _DOMAIN = re.compile(r"^(?:https?://)?((?:[a-z0-9-]+\.)+[a-z]{2,})(?:/\S*)?$", re.IGNORECASE)
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"')\]]+", re.IGNORECASE)
 
@@ -49,8 +62,11 @@ class RuleError(ValueError):
 
 def fold(text: str) -> str:
     """The form rules are matched against."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
-    return " ".join(text.split())
+    text = unicodedata.normalize("NFKC", text)
+    for fancy, plain in _PLAIN_FORMS:
+        if fancy in text:
+            text = text.replace(fancy, plain)
+    return " ".join(text.casefold().split())
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,21 @@ def _parse_date(value: str | None) -> datetime | None:
         return None
 
 
+def trafilatura_options(config: ExtractConfig) -> dict:
+    """The options every extraction passes to trafilatura's `bare_extraction`."""
+    return {
+        "with_metadata": True,
+        "fast": config.fast,
+        "include_comments": False,
+        "include_tables": True,
+        "date_extraction_params": {
+            "original_date": True,
+            "extensive_search": config.extensive_date_search,
+            "outputformat": "%Y-%m-%dT%H:%M:%S",
+        },
+    }
+
+
 def extract_article(page: FetchedPage, config: ExtractConfig) -> Article:
     """Extract an article from a fetched page; raises ExtractionError with the reason."""
     if not page.ok:
@@ -154,19 +169,8 @@ def extract_article(page: FetchedPage, config: ExtractConfig) -> Article:
     og_url = _absolute(base, _first(tree, '//meta[@property="og:url"]/@content'))
     declared = _absolute(base, _first(tree, '//meta[@name="original-source"]/@content') or _json_ld_based_on(tree))
     lang = _first(tree, "/html/@lang") or _first(tree, '//meta[@http-equiv="content-language"]/@content')
-    document = bare_extraction(
-        tree,
-        url=base if urlsplit(base).scheme in ("http", "https") else (canonical or og_url),
-        with_metadata=True,
-        fast=config.fast,
-        include_comments=False,
-        include_tables=True,
-        date_extraction_params={
-            "original_date": True,
-            "extensive_search": config.extensive_date_search,
-            "outputformat": "%Y-%m-%dT%H:%M:%S",
-        },
-    )
+    url = base if urlsplit(base).scheme in ("http", "https") else (canonical or og_url)
+    document = bare_extraction(tree, url=url, **trafilatura_options(config))
     text = (document.text or "").strip() if document is not None else ""
     if len(text) < config.min_text_chars:
         raise ExtractionError(f"no article text (extracted {len(text)} characters)")

@@ -39,6 +39,11 @@ class LinkConfig:
     # Containment is not trusted on pages this short (in shingles): a
     # two-sentence page is contained in anything that quotes it.
     min_shingles_for_containment: int = 25
+    # Where the LSH index lives: None in memory (rebuilt from the stored
+    # signatures by each run), or a Redis URL (redis://host:6379/0), where
+    # datasketch's MinHashLSH keeps it between runs, shared by every process
+    # that links into the same database.
+    redis_url: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_jaccard", "min_containment"):
@@ -157,6 +162,74 @@ class CandidateIndex:
 
     def candidates(self, hashvalues: bytes) -> set[int]:
         return self.candidates_many(np.frombuffer(hashvalues, dtype=self._fingerprint.dtype)[None, :])[0]
+
+
+class RedisCandidateIndex:
+    """The LSH index in Redis: datasketch's MinHashLSH with its Redis storage
+    and the same bands, under a prefix of its own per database.
+
+    It outlives a run: `load` adds only the stored signatures above the
+    highest doc_id it holds. A doc_id it holds already is removed before it is
+    added again (a run that died between indexing and committing leaves such
+    ids behind; the next run gives them to other pages).
+    """
+
+    def __init__(self, link: LinkConfig, fingerprint: FingerprintConfig, redis_url: str, namespace: str) -> None:
+        import redis
+        from datasketch import MinHashLSH
+
+        self._fingerprint = fingerprint
+        self._redis = redis.Redis.from_url(redis_url)
+        kwargs = self._redis.connection_pool.connection_kwargs
+        storage = {
+            "type": "redis",
+            "basename": f"reposts:{namespace}".encode(),
+            "redis": {"host": kwargs.get("host", "localhost"), "port": kwargs.get("port", 6379), "db": kwargs.get("db", 0)},
+        }
+        self._lsh = MinHashLSH(num_perm=fingerprint.num_perm, params=(link.lsh_bands, link.lsh_rows), storage_config=storage)
+        self._through_key = f"reposts:{namespace}:indexed-through"
+
+    def __len__(self) -> int:
+        return len(self._lsh.keys.keys())
+
+    def _minhash(self, values: np.ndarray):
+        from datasketch import LeanMinHash
+
+        return LeanMinHash(seed=self._fingerprint.seed, hashvalues=values, scheme=self._fingerprint.scheme)
+
+    def indexed_through(self) -> int:
+        value = self._redis.get(self._through_key)
+        return int(value) if value is not None else 0
+
+    def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
+        through = self.indexed_through()
+        for doc_ids, hashvalues in chunks:
+            fresh = doc_ids > through
+            if fresh.any():
+                self.add_many(doc_ids[fresh].tolist(), hashvalues[fresh])
+
+    def add_many(self, doc_ids: Sequence[int], hashvalues: np.ndarray) -> None:
+        stale = [d for d in doc_ids if d in self._lsh]
+        for doc_id in stale:
+            self._lsh.remove(doc_id)
+        with self._lsh.insertion_session() as session:
+            for doc_id, values in zip(doc_ids, hashvalues, strict=True):
+                session.insert(doc_id, self._minhash(values), check_duplication=False)
+        if doc_ids:
+            self._redis.set(self._through_key, max(max(doc_ids), self.indexed_through()))
+
+    def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:
+        return [set(self._lsh.query(self._minhash(values))) for values in hashvalues]
+
+    def candidates(self, hashvalues: bytes) -> set[int]:
+        return self.candidates_many(np.frombuffer(hashvalues, dtype=self._fingerprint.dtype)[None, :])[0]
+
+
+def candidate_index(link: LinkConfig, fingerprint: FingerprintConfig, namespace: str) -> CandidateIndex | RedisCandidateIndex:
+    """The LSH index the settings ask for; `namespace` names the database (for Redis)."""
+    if link.redis_url:
+        return RedisCandidateIndex(link, fingerprint, link.redis_url, namespace)
+    return CandidateIndex(link, fingerprint)
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> Similarity:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -185,7 +186,7 @@ class Store:
         """Signatures are only comparable with the settings they were made with."""
         with self.connect() as con:
             stored = dict(con.execute("SELECT key, value FROM meta").fetchall())
-            if not stored:
+            if not any(key in stored for key in params):
                 con.executemany("INSERT INTO meta VALUES (?, ?)", list(params.items()))
                 return
         differing = {k: (stored.get(k), v) for k, v in params.items() if stored.get(k) != v}
@@ -194,6 +195,16 @@ class Store:
             raise StoreError(
                 f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings"
             )
+
+    def database_id(self) -> str:
+        """This database's own id, made on first use (it names its LSH index in Redis)."""
+        with self.connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE key = 'database.id'").fetchone()
+            if row:
+                return row[0]
+            value = uuid.uuid4().hex
+            con.execute("INSERT INTO meta VALUES ('database.id', ?)", [value])
+            return value
 
     # -- runs --------------------------------------------------------------
 

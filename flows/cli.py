@@ -61,6 +61,8 @@ def _settings(args: argparse.Namespace):
         settings = replace(settings, clean=CleanConfig(extra_rule_dirs=rule_dirs, rules=load_rules(rule_dirs)))
     if getattr(args, "batch_size", None):
         settings = replace(settings, batch_size=args.batch_size)
+    if getattr(args, "lsh_redis", None):
+        settings = replace(settings, link=replace(settings.link, redis_url=args.lsh_redis))
     if getattr(args, "host_delay", None) is not None:
         settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=args.host_delay))
     return settings
@@ -88,15 +90,24 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
     with Store(db).exclusive_run(run_description("ingest", len(warcs))):
-        # the workers start on the first batches now, while Prefect starts its API
-        started = prepare_warcs_ahead(warcs, db, settings, args.workers)
+        # local workers start on the first batches now, while Prefect starts its API
+        started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers)
         progress = Progress(None, "ingest")
         try:
             from flows.pipeline import ingest_flow
 
-            summary = ingest_flow(warcs, db=db, settings=settings, workers=args.workers, progress=progress, started=started)
+            summary = ingest_flow(
+                warcs,
+                db=db,
+                settings=settings,
+                workers=args.workers,
+                progress=progress,
+                started=started,
+                dask_address=args.dask,
+            )
         finally:
-            started.close()
+            if started:
+                started.close()
             progress.close()
     _print_summary(summary, _db_path(args))
     return 0
@@ -129,6 +140,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
                 feeds=[s.url for s in sources if s.kind == "feed"],
                 sitemaps=[s.url for s in sources if s.kind == "sitemap"],
                 refresh=args.refresh,
+                dask_address=args.dask,
                 db=_db_path(args),
                 settings=_settings(args),
                 workers=args.workers,
@@ -207,6 +219,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_db_path(args), settings=_settings(args))
 
 
+def _scale_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--dask", metavar="ADDRESS", help="run the CPU stages on the Dask cluster at this scheduler address")
+    command.add_argument("--lsh-redis", metavar="URL", help="keep the LSH index in Redis at this URL (redis://host:6379/0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reposts", description="Find which news pages are copies of which, and who published first."
@@ -233,12 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--host-delay", type=float, help="seconds between two requests to one host (default 2)")
     crawl.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
     crawl.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    _scale_options(crawl)
     crawl.set_defaults(func=cmd_crawl)
 
     ingest = sub.add_parser("ingest", parents=[common], help="read WARC files (.warc, .warc.gz)")
     ingest.add_argument("warc", nargs="+", help="WARC files")
     ingest.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
     ingest.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    _scale_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
     sql = sub.add_parser("sql", parents=[common], help="run a read-only SQL query")

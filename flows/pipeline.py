@@ -8,6 +8,8 @@ order, one transaction each. Everything they call lives in `dedup`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
@@ -69,6 +71,21 @@ def link_batch(linker: Linker, run_id: int, prepared: PreparedBatch, number: int
     return stats
 
 
+@contextmanager
+def cpu_workers(dask_address: str | None) -> Iterator[Executor | None]:
+    """Where the CPU stages (extract, clean, fingerprint) run: None for the
+    local process pool, or the executor of the Dask cluster at `dask_address`
+    (a scheduler address, `tcp://host:8786`), connected through prefect-dask's
+    DaskTaskRunner. Every batch goes to either the same way."""
+    if not dask_address:
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    with DaskTaskRunner(address=dask_address) as runner:
+        yield runner.client.get_executor()
+
+
 def _flow_run_id() -> str | None:
     try:
         return str(get_run_context().flow_run.id)
@@ -106,19 +123,22 @@ def ingest_flow(
     workers: int = 2,
     progress: ProgressCallback | None = None,
     started: PreparedAhead | None = None,
+    dask_address: str | None = None,
 ) -> dict:
     """Read WARC files into the database; pages already stored are skipped.
 
     `started` is the same WARC files already handed to the workers by
     `prepare_warcs_ahead` (the CLI does this so extraction overlaps Prefect's
-    start-up); without it the flow starts them itself.
+    start-up); without it the flow starts them itself, in `workers` local
+    processes or on the Dask cluster at `dask_address`.
     """
     settings = settings or Settings()
     monitor = RunMonitor("ingest")
     store = open_store(db, settings)
-    with store.exclusive_run(run_description("ingest", len(warc_paths))):
-        run_id = store.start_run("ingest", _flow_run_id(), {"warc_paths": warc_paths, "workers": workers})
-        ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers)
+    with store.exclusive_run(run_description("ingest", len(warc_paths))), cpu_workers(dask_address) as executor:
+        params = {"warc_paths": warc_paths, "workers": workers, "dask_address": dask_address}
+        run_id = store.start_run("ingest", _flow_run_id(), params)
+        ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers, executor)
         stats = _link_all(store, settings, run_id, ahead, progress, monitor)
         summary = {"run_id": run_id, **asdict(stats)}
         store.finish_run(run_id, summary)
@@ -138,6 +158,7 @@ def crawl_flow(
     workers: int = 2,
     allow_private_network: bool = False,
     progress: ProgressCallback | None = None,
+    dask_address: str | None = None,
 ) -> dict:
     """Fetch pages, and the articles that feeds and sitemaps list, into the database and link the copies.
 
@@ -145,7 +166,8 @@ def crawl_flow(
     `sources_file`. A URL already stored is not fetched again unless
     `refresh` (then the new fetch is recorded in `fetches`; the stored first
     capture is kept). `allow_private_network` turns the SSRF guard off for
-    this run (intranet sources, tests); it stays on otherwise.
+    this run (intranet sources, tests); it stays on otherwise. The CPU stages
+    run in `workers` local processes, or on the Dask cluster at `dask_address`.
     """
     settings = settings or Settings()
     if allow_private_network:
@@ -153,8 +175,8 @@ def crawl_flow(
     sources = check_sources(sources_of(urls, feeds, sitemaps) + (read_sources(sources_file) if sources_file else []))
     monitor = RunMonitor("crawl")
     store = open_store(db, settings)
-    with store.exclusive_run(run_description("crawl", len(sources))):
-        summary = _crawl(store, settings, sources, sources_file, refresh, workers, progress, monitor)
+    with store.exclusive_run(run_description("crawl", len(sources))), cpu_workers(dask_address) as executor:
+        summary = _crawl(store, settings, sources, sources_file, refresh, workers, executor, progress, monitor)
     monitor.finish(store, summary["run_id"], summary)
     return summary
 
@@ -166,6 +188,7 @@ def _crawl(
     sources_file: str | None,
     refresh: bool,
     workers: int,
+    executor: Executor | None,
     progress: ProgressCallback | None,
     monitor: RunMonitor,
 ) -> dict:
@@ -198,6 +221,7 @@ def _crawl(
         stored_urls=known,
         ahead=workers + 1,
         input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
+        executor=executor,
     )
     stats = _link_all(store, settings, run_id, ahead, progress, monitor)
     summary = {
