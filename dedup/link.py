@@ -54,16 +54,64 @@ class LinkConfig:
             raise ValueError("link.lsh_bands and link.lsh_rows must be at least 1")
 
 
+_ROW_BITS = np.uint64(32)
+_ROW_MASK = np.uint64(0xFFFFFFFF)
+
+
+class _BandTable:
+    """The band keys of a set of documents, sorted per band. Each entry packs a
+    32-bit key and the document's row (key << 32 | row) in one uint64, so a
+    plain sort orders them (numpy sorts integers much faster than it argsorts)."""
+
+    def __init__(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
+        """`keys`: one row per document, one column per band (uint32)."""
+        self.doc_ids = doc_ids.astype(np.int64)
+        rows = np.arange(len(doc_ids), dtype=np.uint64)
+        self.entries = np.ascontiguousarray(keys.T, dtype=np.uint64) << _ROW_BITS
+        self.entries |= rows
+        self.entries.sort(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def keys_by_document(self) -> np.ndarray:
+        """The keys again, one row per document in `doc_ids` order."""
+        by_document = np.empty(self.entries.shape, dtype=np.uint32)
+        rows = (self.entries & _ROW_MASK).astype(np.int64)
+        np.put_along_axis(by_document, rows, (self.entries >> _ROW_BITS).astype(np.uint32), axis=1)
+        return by_document.T
+
+    def hits(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query number, doc_id) of every band key the queries share with the table."""
+        found_queries, found_docs = [], []
+        for band in range(self.entries.shape[0]):
+            table = self.entries[band]
+            wanted = queries[:, band].astype(np.uint64) << _ROW_BITS
+            low = np.searchsorted(table, wanted, side="left")
+            counts = np.searchsorted(table, wanted | _ROW_MASK, side="right") - low
+            total = int(counts.sum())
+            if not total:
+                continue
+            first_hit = np.cumsum(counts) - counts
+            positions = np.repeat(low - first_hit, counts) + np.arange(total)
+            found_queries.append(np.repeat(np.arange(len(wanted)), counts))
+            found_docs.append(self.doc_ids[(table[positions] & _ROW_MASK).astype(np.int64)])
+        if not found_queries:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        return np.concatenate(found_queries), np.concatenate(found_docs)
+
+
 class CandidateIndex:
     """LSH over document signatures, keyed by doc_id, in memory.
 
     The banding is MinHashLSH's with `params=(lsh_bands, lsh_rows)`, and the
-    candidates are the ones it would return; the tables are numpy arrays
-    instead of a dict of sets per band, which MinHashLSH keeps at about 10 KB
-    per document (10 GB for a million pages) where these take 8 bytes per
-    band. Stored signatures are loaded in bulk into sorted band tables; a
-    run's new pages go to small per-band dicts, folded into the tables when
-    they grow past a tenth of them.
+    candidates are the ones it would return; the tables are sorted numpy
+    arrays instead of a dict of sets per band, which MinHashLSH keeps at about
+    10 KB per document (10 GB for a million pages) where these take 8 bytes
+    per band. The stored signatures are loaded in bulk into one table; each
+    new batch gets a small table of its own, and a table is merged with the
+    one before it once it is as large (so there are about log2(n/batch)
+    tables, and a page is re-sorted about that many times in all).
     """
 
     def __init__(self, link: LinkConfig, fingerprint: FingerprintConfig) -> None:
@@ -74,91 +122,70 @@ class CandidateIndex:
             )
         self._fingerprint = fingerprint
         self.bands, self.rows = link.lsh_bands, link.lsh_rows
-        self._key_dtype = fingerprint.dtype if self.rows == 1 else np.dtype(np.uint64)
-        # sorted band tables: keys[band] ascending, doc_ids[rows[band]] their documents
-        self._doc_ids = np.empty(0, dtype=np.int64)
-        self._keys = np.empty((self.bands, 0), dtype=self._key_dtype)
-        self._rows = np.empty((self.bands, 0), dtype=np.int32)
-        # pages added since the tables were last built
-        self._recent: list[dict[int, list[int]]] = [{} for _ in range(self.bands)]
-        self._recent_ids: list[int] = []
-        self._recent_keys: list[np.ndarray] = []
+        self._tables: list[_BandTable] = []
         self._members: set[int] = set()
-        # recent pages are folded into the tables past this many, or a tenth of the tables
-        self.fold_at = 10_000
 
     def __len__(self) -> int:
         return len(self._members)
 
     def band_keys(self, hashvalues: np.ndarray) -> np.ndarray:
-        """One key per band for each signature (rows of `hashvalues`)."""
+        """One 32-bit key per band for each signature (rows of `hashvalues`)."""
         used = hashvalues[:, : self.bands * self.rows]
-        if self.rows == 1:
-            return np.ascontiguousarray(used, dtype=self._key_dtype)
+        if self.rows == 1 and used.dtype == np.uint32:
+            return np.ascontiguousarray(used)
         parts = used.reshape(len(used), self.bands, self.rows).astype(np.uint64)
         keys = parts[:, :, 0].copy()
         for row in range(1, self.rows):
             keys *= np.uint64(0x9E3779B97F4A7C15)
             keys += parts[:, :, row]
-        return keys
+        # several values (or 64-bit ones) folded to 32 bits: two different bands
+        # of values that fold to one key only add a candidate, which
+        # verification drops
+        return (keys ^ (keys >> np.uint64(32))).astype(np.uint32)
+
+    def _fresh(self, doc_ids: np.ndarray) -> np.ndarray:
+        """Which of these doc_ids the index does not hold yet (and, from now on, holds)."""
+        fresh = np.array([d not in self._members for d in doc_ids.tolist()], dtype=bool)
+        self._members.update(doc_ids[fresh].tolist())
+        return fresh
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add stored signatures in bulk: (doc_ids, hashvalues matrix) chunks."""
-        ids, keys = [self._doc_ids], [self._keys_by_document()]
+        ids, keys = [], []
         for doc_ids, hashvalues in chunks:
-            fresh = np.array([d not in self._members for d in doc_ids.tolist()], dtype=bool)
-            ids.append(doc_ids[fresh].astype(np.int64))
+            doc_ids = np.asarray(doc_ids, dtype=np.int64)
+            fresh = self._fresh(doc_ids)
+            ids.append(doc_ids[fresh])
             keys.append(self.band_keys(hashvalues[fresh]))
-            self._members.update(doc_ids[fresh].tolist())
-        self._rebuild(np.concatenate(ids), np.concatenate(keys))
+        if ids and sum(len(i) for i in ids):
+            self._push(np.concatenate(ids), np.concatenate(keys))
 
     def add_many(self, doc_ids: Sequence[int], hashvalues: np.ndarray) -> None:
         """Add a batch of new signatures (rows of `hashvalues`)."""
-        keys = self.band_keys(hashvalues)
-        for doc_id, row in zip(doc_ids, keys.tolist(), strict=True):
-            if doc_id in self._members:
-                continue
-            self._members.add(doc_id)
-            for band, key in enumerate(row):
-                self._recent[band].setdefault(key, []).append(doc_id)
-            self._recent_ids.append(doc_id)
-            self._recent_keys.append(np.array(row, dtype=self._key_dtype))
-        if len(self._recent_ids) > max(self.fold_at, len(self._doc_ids) // 10):
-            recent_keys = np.stack(self._recent_keys)
-            keys = np.concatenate([self._keys_by_document(), recent_keys])
-            self._rebuild(np.concatenate([self._doc_ids, self._recent_ids]), keys)
+        doc_ids = np.asarray(doc_ids, dtype=np.int64)
+        fresh = self._fresh(doc_ids)
+        if fresh.any():
+            self._push(doc_ids[fresh], self.band_keys(hashvalues[fresh]))
 
-    def _keys_by_document(self) -> np.ndarray:
-        """The tables' keys, one row per document in `_doc_ids` order (the tables are sorted per band)."""
-        by_document = np.empty_like(self._keys)
-        np.put_along_axis(by_document, self._rows.astype(np.int64), self._keys, axis=1)
-        return by_document.T
-
-    def _rebuild(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
-        """Sorted band tables over these documents; the recent dicts start empty."""
-        self._doc_ids = doc_ids.astype(np.int64)
-        columns = np.ascontiguousarray(keys.T)
-        self._rows = np.argsort(columns, axis=1, kind="stable").astype(np.int32)
-        self._keys = np.take_along_axis(columns, self._rows, axis=1)
-        self._recent = [{} for _ in range(self.bands)]
-        self._recent_ids, self._recent_keys = [], []
+    def _push(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
+        table = _BandTable(doc_ids, keys)
+        while self._tables and len(self._tables[-1]) <= len(table):
+            previous = self._tables.pop()
+            table = _BandTable(
+                np.concatenate([previous.doc_ids, table.doc_ids]),
+                np.concatenate([previous.keys_by_document(), table.keys_by_document()]),
+            )
+        self._tables.append(table)
 
     def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:
         """The documents sharing a band with each signature (rows of `hashvalues`)."""
         keys = self.band_keys(hashvalues)
-        found: list[set[int]] = [set() for _ in range(len(keys))]
-        for band in range(self.bands):
-            table = self._keys[band]
-            low = np.searchsorted(table, keys[:, band], side="left")
-            high = np.searchsorted(table, keys[:, band], side="right")
-            for query in np.flatnonzero(high > low).tolist():
-                found[query].update(self._doc_ids[self._rows[band, low[query] : high[query]]].tolist())
-            recent = self._recent[band]
-            if recent:
-                for query, key in enumerate(keys[:, band].tolist()):
-                    if key in recent:
-                        found[query].update(recent[key])
-        return found
+        hits = [table.hits(keys) for table in self._tables]
+        queries = np.concatenate([q for q, _ in hits] + [np.empty(0, dtype=np.int64)])
+        docs = np.concatenate([d for _, d in hits] + [np.empty(0, dtype=np.int64)])
+        order = np.argsort(queries, kind="stable")
+        boundaries = np.searchsorted(queries[order], np.arange(1, len(keys)))
+        return [set(group.tolist()) for group in np.split(docs[order], boundaries)]
 
     def candidates(self, hashvalues: bytes) -> set[int]:
         return self.candidates_many(np.frombuffer(hashvalues, dtype=self._fingerprint.dtype)[None, :])[0]

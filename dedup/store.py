@@ -72,26 +72,56 @@ class BatchWrite:
 _RUN_LOCKS_HELD: set[Path] = set()
 
 
+# A batch's connection is kept for the next batches up to this many seconds:
+# opening and closing the file costs more as it grows (tens of ms at 100,000
+# pages). Then it is closed, and the next batch waits READERS_GAP_S before
+# opening it again, so that a reader waiting for the lock (polling every
+# LOCK_POLL_S) gets in: a reader waits about HOLD_CONNECTION_S at most.
+HOLD_CONNECTION_S = 1.0
+READERS_GAP_S = 0.05
+LOCK_POLL_S = 0.02
+
+
 class Store:
     def __init__(self, path: str | Path, lock_wait_s: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_wait_s = lock_wait_s
         self._session: duckdb.DuckDBPyConnection | None = None
+        self._held: tuple[duckdb.DuckDBPyConnection, float] | None = None
+        self._closed_at = 0.0
 
     @contextmanager
     def session(self) -> Iterator[None]:
         """Share one connection among the calls in this block (a batch's reads and
-        its write): opening the file costs about 10 ms and a batch makes a dozen
-        calls. The file stays locked for the block, so keep it short."""
+        its write; a batch makes a dozen calls). The connection is kept for the
+        next session while it is younger than HOLD_CONNECTION_S, then closed,
+        so that readers get the file between batches; `release` closes it."""
         if self._session is not None:
             yield
             return
-        with self.connect() as con:
-            self._session = con
-            try:
-                yield
-            finally:
-                self._session = None
+        if self._held is None:
+            time.sleep(max(0.0, self._closed_at + READERS_GAP_S - time.monotonic()))
+        con, opened = self._held or (self._open(read_only=False), time.monotonic())
+        self._held = None
+        self._session = con
+        try:
+            yield
+        except BaseException:
+            con.close()
+            raise
+        finally:
+            self._session = None
+        if time.monotonic() - opened < HOLD_CONNECTION_S:
+            self._held = (con, opened)
+        else:
+            con.close()
+            self._closed_at = time.monotonic()
+
+    def release(self) -> None:
+        """Close the connection kept from the last session, if any."""
+        if self._held:
+            self._held[0].close()
+            self._held = None
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -100,6 +130,15 @@ class Store:
         if self._session is not None:
             yield self._session
             return
+        if self._held is not None:
+            self.release()
+        con = self._open(read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `reposts crawl`, `ingest` or `demo` first, or pass --db)")
         deadline = time.monotonic() + self.lock_wait_s
@@ -116,13 +155,10 @@ class Store:
                         f"{self.path} is in use by another process{holder}; waited {self.lock_wait_s:.0f}s. "
                         "Try again when that run has finished."
                     ) from exc
-                time.sleep(0.2)
+                time.sleep(LOCK_POLL_S)
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
-        try:
-            yield con
-        finally:
-            con.close()
+        return con
 
     @contextmanager
     def exclusive_run(self, description: str) -> Iterator[None]:
@@ -265,17 +301,13 @@ class Store:
         """Stored (host, line_key, text, story_doc_ids) rows for these keys."""
         if not keys:
             return []
-        wanted = pa.table({"host": [h for h, _ in keys], "line_key": [k for _, k in keys]})
         with self.connect() as con:
-            con.register("_wanted_lines", wanted)
-            try:
-                rows = con.execute(
-                    "SELECT l.host, l.line_key, l.text, l.story_doc_ids FROM host_lines l "
-                    "JOIN _wanted_lines w ON w.host = l.host AND w.line_key = l.line_key"
-                ).fetchall()
-            finally:
-                con.unregister("_wanted_lines")
-        return [(h, k, t, list(d)) for h, k, t, d in rows]
+            # the rows found on the key column alone, then read whole
+            rowids = con.execute(
+                "SELECT rowid FROM host_lines WHERE line_key = ANY(?::BIGINT[])", [sorted({k for _, k in keys})]
+            ).fetchall()
+            rows = _rows_by_rowid(con, "host_lines", "host, line_key, text, story_doc_ids", [r for (r,) in rowids])
+        return [(h, k, t, list(d)) for h, k, t, d in rows if (h, k) in keys]
 
     def aggregator_hosts(self, min_pages: int, copy_share: float) -> set[str]:
         with self.connect() as con:
@@ -290,22 +322,18 @@ class Store:
         if not doc_ids and not cluster_ids:
             return []
         with self.connect() as con:
-            # temporary tables are replaced: a session's connection sees them again
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE wanted_docs AS SELECT unnest(?::BIGINT[]) AS doc_id", [sorted(doc_ids or ())]
-            )
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE wanted_clusters AS SELECT unnest(?::BIGINT[]) AS cluster_id",
-                [sorted(cluster_ids or ())],
-            )
-            rows = con.execute(
-                """
-                SELECT d.doc_id, d.url, d.host, d.n_shingles, d.marks_copy, d.published_at, d.run_id, d.cluster_id, d.body, d.site_name
-                FROM documents d
-                WHERE d.doc_id IN (SELECT doc_id FROM wanted_docs)
-                   OR d.cluster_id IN (SELECT cluster_id FROM wanted_clusters)
-                """
+            # the row ids first, over two narrow columns; then those rows, bodies
+            # included (a filter on the whole table would read every body)
+            rowids = con.execute(
+                "SELECT rowid FROM documents WHERE doc_id = ANY(?::BIGINT[]) OR cluster_id = ANY(?::BIGINT[])",
+                [sorted(doc_ids or ()), sorted(cluster_ids or ())],
             ).fetchall()
+            rows = _rows_by_rowid(
+                con,
+                "documents",
+                "doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body, site_name",
+                [r for (r,) in rowids],
+            )
             ids = [r[0] for r in rows]
             con.execute("CREATE OR REPLACE TEMP TABLE found_docs AS SELECT unnest(?::BIGINT[]) AS doc_id", [ids])
             marker_rows = con.execute(
@@ -528,6 +556,16 @@ DOCUMENT_COLUMNS = (
 
 def _marker_row(doc_id: int, marker: Marker) -> list:
     return [doc_id, marker.kind, marker.rule, marker.text, marker.position, marker.marks_copy]
+
+
+def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, rowids: list[int]) -> list[tuple]:
+    """Some rows of a table, read by row id (a semi join reads only those rows)."""
+    if not rowids:
+        return []
+    return con.execute(
+        f"SELECT {columns} FROM {table} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS wanted) w ON t.rowid = w.wanted",
+        [rowids],
+    ).fetchall()
 
 
 def _lock_holder(message: str) -> str:

@@ -112,6 +112,7 @@ def _link_all(
                 progress(n_pages)
     finally:
         ahead.close()
+        store.release()
     return total
 
 

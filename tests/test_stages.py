@@ -153,8 +153,7 @@ def test_candidate_index_answers_as_minhashlsh_with_the_same_bands(rows):
     for doc_id, row in enumerate(values):
         lsh.insert(doc_id, LeanMinHash(seed=FP.seed, hashvalues=row, scheme=FP.scheme))
     index = CandidateIndex(link, FP)
-    index.fold_at = 120
-    # stored signatures in bulk, then batches of new ones (some folded into the tables, some still recent)
+    # stored signatures in bulk, then batches of new ones (merged into larger tables as they come)
     index.load([(np.arange(0, 200), values[:200]), (np.arange(200, 300), values[200:300])])
     for start in range(300, 600, 50):
         index.add_many(list(range(start, start + 50)), values[start : start + 50])
