@@ -187,10 +187,12 @@ class Linker:
         touched_before = set(self.store.cluster_ids_of(stored_neighbours).values())
         cluster_rows = self.store.members(cluster_ids=touched_before) if touched_before else []
         members: dict[int, Member] = {}
+        # a member's shingles are made from its body only if a pair needs them
+        # (most pairs of a stored cluster were measured when it was linked)
+        bodies: dict[int, str] = {}
         for stored in cluster_rows:
             members[stored.member.doc_id] = stored.member
-            if stored.member.doc_id not in self._shingles:
-                self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
+            bodies[stored.member.doc_id] = stored.body
         for page in pages:
             members[page.doc_id] = _member_of(page)
         before = self.store.clusters_before(touched_before)
@@ -213,6 +215,9 @@ class Linker:
             if (b, a) in known_pairs:
                 s = known_pairs[(b, a)]
                 return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+            for doc_id in (a, b):
+                if doc_id not in self._shingles:
+                    self._remember(doc_id, shingle_hashes(bodies[doc_id], settings.fingerprint))
             sim = similarity(self._shingles[a], self._shingles[b])
             known_pairs[(a, b)] = sim
             return sim

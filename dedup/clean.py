@@ -29,6 +29,7 @@ import re
 import tomllib
 import unicodedata
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from dedup.extract import host_of
@@ -323,6 +324,7 @@ def attributions_of(article: Article, markers: list[Marker]) -> list[Attribution
 _SHARED_SECOND_LEVEL = {"co", "com", "net", "org", "gov", "ac", "edu"}
 
 
+@lru_cache(maxsize=1 << 16)
 def site_key(host: str | None) -> str:
     """The part of a host that names the site: news.example.com -> example.com."""
     if not host:

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 
 from dedup.clean import fold, site_key
 from dedup.extract import host_of
@@ -67,6 +68,7 @@ class Decision:
     attributed_source: str | None = None
 
 
+@lru_cache(maxsize=1 << 16)
 def _norm_url(url: str | None) -> str:
     if not url:
         return ""
@@ -84,17 +86,22 @@ def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Mem
             continue
         wanted_url = _norm_url(attribution.source_url)
         wanted_site = site_key(host_of(attribution.source_url) or _hostlike(attribution.source_name))
-        wanted_name = fold(attribution.source_name or "")
+        wanted_name = _folded_name(attribution.source_name)
         for other in members:
             if other.doc_id == member.doc_id or site_key(other.host) == site_key(member.host):
                 continue
             if (
                 (wanted_url and _norm_url(other.url) == wanted_url)
                 or (wanted_site and site_key(other.host) == wanted_site)
-                or (wanted_name and other.site_name and fold(other.site_name) == wanted_name)
+                or (wanted_name and _folded_name(other.site_name) == wanted_name)
             ):
                 found.append((other, attribution))
     return found
+
+
+@lru_cache(maxsize=1 << 16)
+def _folded_name(name: str | None) -> str:
+    return fold(name) if name else ""
 
 
 def _hostlike(name: str | None) -> str | None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.utilities.annotations import quote
 
 from dedup.batch import (
     BatchStats,
@@ -106,7 +107,8 @@ def _link_all(
     total = BatchStats()
     try:
         for number, n_pages, input_read, future in ahead.in_order():
-            total.add(link_batch(linker, run_id, future.result(), number))
+            # quoted: Prefect would otherwise walk every page of the batch looking for futures
+            total.add(link_batch(quote(linker), run_id, quote(future.result()), number))
             monitor.progress(input_read)
             if progress:
                 progress(n_pages)
