@@ -30,11 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -84,15 +86,18 @@ def batches(rows, size=BATCH):
 
 
 def fingerprint_ours(path: Path, limit: int | None) -> tuple[int, float]:
-    n, elapsed, matrix = 0, 0.0, []
+    total = pq.ParquetFile(path).metadata.num_rows if limit is None else limit
+    matrix = np.empty((total, FP.num_perm), dtype=FP.dtype)
+    n, elapsed = 0, 0.0
     for batch in batches(texts(path, limit)):
         started = time.perf_counter()
         signatures = fingerprints([r["text"] for r in batch], FP)
         elapsed += time.perf_counter() - started
-        matrix.extend(np.frombuffer(s.hashvalues, dtype=FP.dtype) for s in signatures)
+        for row, signature in enumerate(signatures, start=n):
+            matrix[row] = np.frombuffer(signature.hashvalues, dtype=FP.dtype)
         n += len(batch)
     if limit is None:  # the lsh measurements start from these
-        np.save(signatures_file(path), np.stack(matrix))
+        np.save(signatures_file(path), matrix[:n])
     return n, elapsed
 
 
@@ -101,11 +106,14 @@ def _fingerprint_texts(batch_texts: list[str]) -> int:
 
 
 def fingerprint_two_processes(path: Path, limit: int | None) -> tuple[int, float]:
-    all_batches = [[r["text"] for r in b] for b in batches(texts(path, limit))]
     with ProcessPoolExecutor(2) as pool:
-        list(pool.map(_fingerprint_texts, all_batches[:2]))  # start-up is not the stage
-        started = time.perf_counter()
-        n = sum(pool.map(_fingerprint_texts, all_batches))
+        list(pool.map(_fingerprint_texts, [["warm-up text"]] * 2))  # start-up is not the stage
+        started, n, pending = time.perf_counter(), 0, deque()
+        for batch in batches(texts(path, limit)):
+            pending.append(pool.submit(_fingerprint_texts, [r["text"] for r in batch]))
+            if len(pending) > 8:  # a few batches in flight, not the whole corpus in memory
+                n += pending.popleft().result()
+        n += sum(f.result() for f in pending)
         return n, time.perf_counter() - started
 
 
@@ -244,11 +252,18 @@ def line(label: str, result: dict, ratio: str = "") -> None:
     )
 
 
-def report(size: int, sample: int) -> None:
+def report(size: int, sample: int, parts: set[str]) -> None:
     # the corpus holds the base documents and the 10,000 added incrementally
     path = corpus_file(size + ADDED)
     sample = min(sample, size)
     print(f"\n{size:,} documents (+{ADDED:,} for the incremental measure), corpus {path.name}")
+    if "fingerprint" in parts or "lsh" in parts:
+        report_fingerprint_and_lsh(path, sample, parts)
+    if "link" in parts:
+        report_link(path, size)
+
+
+def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None:
     ours = measure("fingerprint", path)
     two = measure("fingerprint-2proc", path)
     ours_sample = measure("fingerprint", path, sample)
@@ -268,6 +283,9 @@ def report(size: int, sample: int) -> None:
         f"  -> lsh: {lsh_sample['docs_per_s'] / lsh_base['docs_per_s']:.1f}x the baseline's speed, "
         f"{lsh_base['stage_mb'] / max(1.0, lsh_sample['stage_mb']):.1f}x less memory for the stage (same {sample:,} documents)"
     )
+
+
+def report_link(path: Path, size: int) -> None:
     linked = measure("link+store", path)
     full = measure("incremental-full", path)
     empty = measure("incremental-empty", path)
@@ -281,6 +299,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="corpus sizes, comma-separated (1000000 takes a while)")
     parser.add_argument("--sample", type=int, default=10_000, help="documents for the slow baselines")
+    parser.add_argument("--parts", default="fingerprint,lsh,link", help="which measurements (fingerprint, lsh, link)")
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
@@ -289,7 +308,7 @@ def main() -> int:
         return child(args.child, args.corpus, args.limit)
     CACHE.mkdir(exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        report(size, args.sample)
+        report(size, args.sample, set(args.parts.split(",")))
     return 0
 
 

@@ -415,7 +415,10 @@ class PreparedAhead:
 
 def _exit_with_parent(parent_pid: int) -> None:
     """In a worker process: exit when the run that started it is gone (killed
-    with -9, say), instead of waiting for work forever."""
+    with -9, say), instead of waiting for work forever. Workers also run at a
+    lower priority: the orchestrator's start-up and the linker are on the
+    critical path, the workers soak up what CPU is left."""
+    os.nice(10)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
