@@ -5,8 +5,11 @@
 The pages are the WARC's HTML responses (default: the dev corpus,
 ../shared/repostbench/dev/pages.warc.gz), repeated `--copies` times under
 other URLs (default 4, so a few thousand pages) in a temporary WARC file.
-Three wall times:
+Four wall times:
 
+- trafilatura's `bare_extraction` with its defaults (and metadata), in one
+  process (its extensive date search reads dates out of the text too, which
+  the pipeline does not, see dedup/extract.py);
 - trafilatura's extraction alone, in one process, and spread over two
   processes (the floor on a two-core machine), with the options the pipeline
   passes to `bare_extraction` (dedup.extract.trafilatura_options);
@@ -56,17 +59,17 @@ def copied_warc(source: Path, copies: int, out: Path) -> list[tuple[str, bytes]]
     return written
 
 
-def _extract(pages: list[tuple[str, bytes]]) -> int:
-    options = trafilatura_options(ExtractConfig())
+def _extract(pages: list[tuple[str, bytes]], trafilatura_defaults: bool = False) -> int:
+    options = {"with_metadata": True} if trafilatura_defaults else trafilatura_options(ExtractConfig())
     for url, html in pages:
         bare_extraction(html, url=url, **options)
     return len(pages)
 
 
-def extraction_alone(pages: list[tuple[str, bytes]], processes: int) -> float:
+def extraction_alone(pages: list[tuple[str, bytes]], processes: int, trafilatura_defaults: bool = False) -> float:
     started = time.perf_counter()
     if processes == 1:
-        _extract(pages)
+        _extract(pages, trafilatura_defaults)
     else:
         chunks = [pages[i : i + 50] for i in range(0, len(pages), 50)]
         with ProcessPoolExecutor(processes) as pool:
@@ -95,13 +98,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         warc = Path(folder) / "bench.warc.gz"
         pages = copied_warc(args.warc, args.copies, warc)
+        defaults = extraction_alone(pages, 1, trafilatura_defaults=True)
         one = extraction_alone(pages, 1)
         two = extraction_alone(pages, 2)
         ingest = pipeline_ingest(warc)
     print(f"pages:                                        {len(pages)}  ({args.copies} x {args.warc.name})")
+    print(f"trafilatura's defaults (+ metadata), 1 process: {defaults:4.1f} s")
     print(f"trafilatura extraction alone, 1 process:      {one:6.1f} s")
     print(f"trafilatura extraction alone, 2 processes:    {two:6.1f} s")
     print(f"reposts ingest, start-up included:            {ingest:6.1f} s")
+    print(f"ratio ingest / trafilatura's defaults:        {ingest / defaults:6.2f}")
     print(f"ratio ingest / extraction in 1 process:       {ingest / one:6.2f}")
     print(f"ratio ingest / extraction in 2 processes:     {ingest / two:6.2f}  (limit 1.3)")
     return 0
