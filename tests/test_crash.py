@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from flows.cli import main
+from flows.errors import UserError
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
 from tests.test_stages import write_warc
 
@@ -104,3 +105,33 @@ def test_a_second_run_on_the_same_database_stops_and_names_the_first(tmp_path, c
     # the lock is free once the first run is gone, even killed
     assert main(["--db", db, "ingest", str(warc)]) == 0
     assert stored(db)[0] == 2 * N_STORIES
+
+
+def test_a_person_can_query_while_an_ingest_writes(tmp_path):
+    """`reposts sql` opens the database read-only between the run's batches
+    (waiting briefly for a batch being written) instead of failing."""
+    from flows.cli import run_query
+
+    db, warc = str(tmp_path / "busy.duckdb"), story_warc(tmp_path / "stories.warc.gz")
+    process = subprocess.Popen(ingest_command(db, warc), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    counts = []
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if Path(db).exists():
+                started = time.monotonic()
+                try:
+                    _, rows = run_query(db, "SELECT count(*) FROM documents")
+                except UserError:
+                    if counts:  # only before the run has made its tables
+                        raise
+                    continue
+                counts.append((rows[0][0], time.monotonic() - started))
+    finally:
+        process.wait(timeout=120)
+    assert process.returncode == 0
+    mid_run = [n for n, _ in counts if 0 < n < 2 * N_STORIES]
+    assert mid_run, f"no query answered while the run was writing: {counts}"
+    assert [n for n, _ in counts] == sorted(n for n, _ in counts)
+    assert max(waited for _, waited in counts) < 5
