@@ -178,9 +178,7 @@ def link_into(db: str, rows) -> tuple[int, float]:
         linker.link_batch(run_id, prepared)
         elapsed += time.perf_counter() - started
         n += len(batch)
-    started = time.perf_counter()
-    store.release()
-    return n, elapsed + time.perf_counter() - started
+    return n, elapsed
 
 
 def link_store(path: Path, limit: int | None) -> tuple[int, float]:

@@ -72,13 +72,7 @@ class BatchWrite:
 _RUN_LOCKS_HELD: set[Path] = set()
 
 
-# A batch's connection is kept for the next batches up to this many seconds:
-# opening and closing the file costs more as it grows (tens of ms at 100,000
-# pages). Then it is closed, and the next batch waits READERS_GAP_S before
-# opening it again, so that a reader waiting for the lock (polling every
-# LOCK_POLL_S) gets in: a reader waits about HOLD_CONNECTION_S at most.
-HOLD_CONNECTION_S = 1.0
-READERS_GAP_S = 0.05
+# how often a connection waiting for another process's lock tries again
 LOCK_POLL_S = 0.02
 
 
@@ -87,41 +81,22 @@ class Store:
         self.path = Path(path)
         self.lock_wait_s = lock_wait_s
         self._session: duckdb.DuckDBPyConnection | None = None
-        self._held: tuple[duckdb.DuckDBPyConnection, float] | None = None
-        self._closed_at = 0.0
 
     @contextmanager
     def session(self) -> Iterator[None]:
         """Share one connection among the calls in this block (a batch's reads and
-        its write; a batch makes a dozen calls). The connection is kept for the
-        next session while it is younger than HOLD_CONNECTION_S, then closed,
-        so that readers get the file between batches; `release` closes it."""
+        its write): opening the file costs about 10 ms and a batch makes a dozen
+        calls. The file stays locked for the block, so keep it short: between
+        blocks, readers get in."""
         if self._session is not None:
             yield
             return
-        if self._held is None:
-            time.sleep(max(0.0, self._closed_at + READERS_GAP_S - time.monotonic()))
-        con, opened = self._held or (self._open(read_only=False), time.monotonic())
-        self._held = None
-        self._session = con
-        try:
-            yield
-        except BaseException:
-            con.close()
-            raise
-        finally:
-            self._session = None
-        if time.monotonic() - opened < HOLD_CONNECTION_S:
-            self._held = (con, opened)
-        else:
-            con.close()
-            self._closed_at = time.monotonic()
-
-    def release(self) -> None:
-        """Close the connection kept from the last session, if any."""
-        if self._held:
-            self._held[0].close()
-            self._held = None
+        with self.connect() as con:
+            self._session = con
+            try:
+                yield
+            finally:
+                self._session = None
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -130,8 +105,6 @@ class Store:
         if self._session is not None:
             yield self._session
             return
-        if self._held is not None:
-            self.release()
         con = self._open(read_only)
         try:
             yield con

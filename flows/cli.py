@@ -7,8 +7,10 @@ print one line and exit with status 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -294,5 +296,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> None:
+    """The `reposts` command: `main`, then an exit that skips the interpreter's
+    teardown. Once the work is written and every exit handler has run (Prefect
+    stops its temporary server in one), tearing down the thousands of modules
+    Prefect loads takes about a second more, for nothing."""
+    exit_code = [1]
+
+    def exit_now() -> None:  # registered first, so it runs after every other exit handler
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code[0])
+
+    atexit.register(exit_now)
+    exit_code[0] = main()
+    sys.exit(exit_code[0])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -114,7 +114,6 @@ def _link_all(
                 progress(n_pages)
     finally:
         ahead.close()
-        store.release()
     return total
 
 

@@ -63,11 +63,15 @@ def test_an_ingest_killed_mid_run_is_finished_by_the_next_run_as_if_never_killed
     uninterrupted, killed = str(tmp_path / "uninterrupted.duckdb"), str(tmp_path / "killed.duckdb")
     subprocess.run(ingest_command(uninterrupted, warc), check=True, capture_output=True)
 
-    process = subprocess.Popen(ingest_command(killed, warc), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own process group: the kill takes the run and what it started (workers,
+    # Prefect's temporary server), as a machine or container going down would
+    process = subprocess.Popen(
+        ingest_command(killed, warc), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while pages_so_far(killed) < 8 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
     interrupted_at = stored(killed)[0]
