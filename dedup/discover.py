@@ -14,7 +14,6 @@ the SSRF guard and politeness apply to them as to articles).
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +61,6 @@ class Discovered:
 
     source: Source
     urls: list[str] = field(default_factory=list)
-    documents: int = 0  # feed or sitemap documents read
     error: str | None = None
 
 
@@ -112,7 +110,6 @@ def _bare_host(url: str) -> str:
 def _discover_feed(source: Source, download: Download, max_bytes: int) -> Discovered:
     found = Discovered(source)
     first = download(source.url)
-    found.documents += 1
     text, error = _text_of(first, max_bytes)
     if error:
         found.error = f"feed: {error}"
@@ -129,7 +126,6 @@ def _discover_feed(source: Source, download: Download, max_bytes: int) -> Discov
         return found
     for feed_url in feeds:
         text, error = _text_of(download(feed_url), max_bytes)
-        found.documents += 1
         links = feed_links(text, params) if not error else None
         found.urls.extend(links or [])
     return found
@@ -155,7 +151,6 @@ def _discover_sitemap(source: Source, download: Download, max_bytes: int) -> Dis
     root = f"{parts.scheme}://{parts.netloc}"
     if parts.path in ("", "/"):
         robots, _ = _text_of(download(f"{root}/robots.txt"), max_bytes)
-        found.documents += 1
         queue = extract_robots_sitemaps(robots, root) if robots else []
         queue = queue or [f"{root}/sitemap.xml"]
     else:
@@ -168,7 +163,6 @@ def _discover_sitemap(source: Source, download: Download, max_bytes: int) -> Dis
             continue
         seen.add(url)
         text, error = _text_of(download(url), max_bytes)
-        found.documents += 1
         if error:
             errors.append(error)
             continue
@@ -177,7 +171,8 @@ def _discover_sitemap(source: Source, download: Download, max_bytes: int) -> Dis
             errors.append("not a sitemap")
             continue
         found.urls.extend(pages)
-        queue.extend(urljoin(url, n) for n in nested if _bare_host(urljoin(url, n)) == _bare_host(source.url))
+        nested = [urljoin(url, n) for n in nested]
+        queue.extend(n for n in nested if _bare_host(n) == _bare_host(source.url))
     if not found.urls and errors:
         found.error = f"sitemap: {errors[0]}"
     return found
@@ -219,7 +214,7 @@ def _text_of(page: FetchedPage, max_bytes: int) -> tuple[str, str | None]:
     if body[:2] == b"\x1f\x8b":  # a .xml.gz file served as is
         try:
             body = zlib.decompressobj(wbits=31).decompress(body, max_bytes)
-        except (zlib.error, gzip.BadGzipFile):
+        except zlib.error:
             return "", "not a readable gzip file"
     if not body.strip():
         return "", "empty body"

@@ -55,7 +55,7 @@ _BLOCK_SHINGLES = 16384
 
 # every code point's kind: 0 not in a token, 1 word character (str.isalnum,
 # as regex [^\W_]), 2 CJK character (a token by itself); built on first use
-_OTHER, _WORD, _CJK_KIND = 0, 1, 2
+_WORD, _CJK_KIND = 1, 2
 _CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
 _char_kinds: np.ndarray | None = None
 _char_powers = np.ones(1, dtype=np.uint64)

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from datasketch import LeanMinHash
 
-from dedup.fingerprint import FingerprintConfig
+from dedup.fingerprint import FingerprintConfig, lean_minhash
 from dedup.models import Edge, Similarity
 
 
@@ -120,7 +121,6 @@ class CandidateIndex:
                 f"{link.lsh_bands} LSH bands of {link.lsh_rows} rows need {link.lsh_bands * link.lsh_rows} "
                 f"MinHash values, the signatures have {fingerprint.num_perm}"
             )
-        self._fingerprint = fingerprint
         self.bands, self.rows = link.lsh_bands, link.lsh_rows
         self._tables: list[_BandTable] = []
         self._members: set[int] = set()
@@ -187,9 +187,6 @@ class CandidateIndex:
         boundaries = np.searchsorted(queries[order], np.arange(1, len(keys)))
         return [set(group.tolist()) for group in np.split(docs[order], boundaries)]
 
-    def candidates(self, hashvalues: bytes) -> set[int]:
-        return self.candidates_many(np.frombuffer(hashvalues, dtype=self._fingerprint.dtype)[None, :])[0]
-
 
 class RedisCandidateIndex:
     """The LSH index in Redis: datasketch's MinHashLSH with its Redis storage
@@ -219,10 +216,8 @@ class RedisCandidateIndex:
     def __len__(self) -> int:
         return len(self._lsh.keys.keys())
 
-    def _minhash(self, values: np.ndarray):
-        from datasketch import LeanMinHash
-
-        return LeanMinHash(seed=self._fingerprint.seed, hashvalues=values, scheme=self._fingerprint.scheme)
+    def _minhash(self, values: np.ndarray) -> LeanMinHash:
+        return lean_minhash(values, self._fingerprint)
 
     def indexed_through(self) -> int:
         value = self._redis.get(self._through_key)
@@ -247,9 +242,6 @@ class RedisCandidateIndex:
 
     def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:
         return [set(self._lsh.query(self._minhash(values))) for values in hashvalues]
-
-    def candidates(self, hashvalues: bytes) -> set[int]:
-        return self.candidates_many(np.frombuffer(hashvalues, dtype=self._fingerprint.dtype)[None, :])[0]
 
 
 def candidate_index(link: LinkConfig, fingerprint: FingerprintConfig, namespace: str) -> CandidateIndex | RedisCandidateIndex:

@@ -230,7 +230,7 @@ def _crawl(
         "run_id": run_id,
         "discovered": sum(len(d.urls) for d in found),
         "skipped_known": len(urls) - len(todo),
-        "refetched_known": len(todo) - len([u for u in todo if u not in known]),
+        "refetched_known": sum(1 for u in todo if u in known),
         **asdict(stats),
     }
     store.finish_run(run_id, summary)
