@@ -45,6 +45,7 @@ from dedup.batch import Linker, Prepared, PreparedBatch, Settings, open_store  #
 from dedup.fingerprint import fingerprints, shingle_strings  # noqa: E402
 from dedup.link import CandidateIndex  # noqa: E402
 from dedup.models import Article, CleanedArticle, FetchedPage  # noqa: E402
+from dedup.store import Store  # noqa: E402
 
 SETTINGS = Settings()
 FP = SETTINGS.fingerprint
@@ -178,13 +179,16 @@ def link_into(db: str, rows) -> tuple[int, float]:
         linker.link_batch(run_id, prepared)
         elapsed += time.perf_counter() - started
         n += len(batch)
-    return n, elapsed
+    started = time.perf_counter()
+    linker.save_index()  # as a run does at its end
+    return n, elapsed + time.perf_counter() - started
 
 
 def link_store(path: Path, limit: int | None) -> tuple[int, float]:
     """The base corpus into an empty database (kept for the incremental measure)."""
     db = database_file(path)
     db.unlink(missing_ok=True)
+    shutil.rmtree(index_folder(db), ignore_errors=True)
     return link_into(str(db), (r for r in texts(path) if r["doc"] < base_size(path)))
 
 
@@ -192,6 +196,8 @@ def incremental_full(path: Path, limit: int | None) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "full.duckdb"
         shutil.copy(database_file(path), db)
+        if index_folder(database_file(path)).is_dir():  # the LSH index the base's run saved
+            shutil.copytree(index_folder(database_file(path)), index_folder(db))
         return link_into(str(db), (r for r in texts(path) if r["doc"] >= base_size(path)))
 
 
@@ -218,6 +224,10 @@ def signatures_file(path: Path) -> Path:
 
 def database_file(path: Path) -> Path:
     return path.with_suffix(".duckdb")
+
+
+def index_folder(db: Path) -> Path:
+    return Store(db).index_folder
 
 
 def base_size(path: Path) -> int:

@@ -26,7 +26,7 @@ from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
-from dedup.link import LinkConfig, candidate_index, similarity, verified_edges
+from dedup.link import LinkConfig, candidate_index, plausible_duplicate, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
@@ -125,8 +125,11 @@ class Linker:
         them already; else they are read here."""
         self.store = store
         self.settings = settings
-        self.index = candidate_index(settings.link, settings.fingerprint, store.database_id())
-        self.index.load(store.signature_chunks(settings.fingerprint.dtype, settings.fingerprint.num_perm))
+        fingerprint = settings.fingerprint
+        self.index = candidate_index(settings.link, fingerprint, store.database_id(), store.index_folder)
+        # the index an earlier run saved, then the signatures stored after it
+        indexed_through = self.index.resume(store.documents_through)
+        self.index.load(store.signature_chunks(fingerprint.dtype, fingerprint.num_perm, after_doc_id=indexed_through))
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
         self._shingles: dict[int, np.ndarray] = {}
@@ -165,7 +168,7 @@ class Linker:
         for page in pages:
             self._remember(page.doc_id, page.signature.shingles)
         found = self._candidates(pages)
-        candidates = {p.doc_id: cands - {p.doc_id} for p, cands in zip(pages, found, strict=True)}
+        candidates = self._plausible(pages, {p.doc_id: cands - {p.doc_id} for p, cands in zip(pages, found, strict=True)})
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
         for stored in self.store.members(doc_ids=stored_needed):
             self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
@@ -252,6 +255,10 @@ class Linker:
         stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
         return stats
 
+    def save_index(self) -> None:
+        """Keep the LSH index for the next run (call once the run's batches are stored)."""
+        self.index.save()
+
     def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
         self._shingles[doc_id] = shingle_set
         self._cached_hashes += len(shingle_set)
@@ -270,6 +277,33 @@ class Linker:
         signatures = np.stack([np.frombuffer(p.signature.hashvalues, dtype=dtype) for p in pages])
         self.index.add_many([p.doc_id for p in pages], signatures)
         return self.index.candidates_many(signatures)
+
+    def _plausible(self, pages: list[Page], candidates: dict[int, set[int]]) -> dict[int, set[int]]:
+        """The candidates worth verifying: those whose signatures agree with the
+        page's on enough bands for a near-duplicate of their sizes (most share
+        one band by chance). Stored candidates' signatures come from the
+        database, in one read of two narrow columns; one it does not hold (an
+        index outside the run may name a page a dead run never stored) is dropped."""
+        link, dtype = self.settings.link, self.settings.fingerprint.dtype
+        used = link.lsh_bands * link.lsh_rows
+        signatures = {p.doc_id: (np.frombuffer(p.signature.hashvalues, dtype=dtype)[:used], p.signature.n_shingles) for p in pages}
+        stored = self.store.minhashes({c for cands in candidates.values() for c in cands if c not in signatures})
+        for doc_id, (hashvalues, n_shingles) in stored.items():
+            signatures[doc_id] = (np.frombuffer(hashvalues, dtype=dtype)[:used], n_shingles)
+        plausible = {}
+        for page in pages:
+            values, n_shingles = signatures[page.doc_id]
+            kept = set()
+            for other in candidates[page.doc_id]:
+                if other not in signatures:
+                    continue
+                other_values, other_n = signatures[other]
+                agree = values == other_values
+                bands = int(np.count_nonzero(agree if link.lsh_rows == 1 else agree.reshape(-1, link.lsh_rows).all(axis=1)))
+                if plausible_duplicate(bands, n_shingles, other_n, link):
+                    kept.add(other)
+            plausible[page.doc_id] = kept
+        return plausible
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:
         """Learn each host's furniture from this batch and the stored pages, strip it

@@ -6,8 +6,14 @@ stored signatures, then adds each batch before linking it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from datasketch import LeanMinHash
@@ -40,6 +46,12 @@ class LinkConfig:
     # Containment is not trusted on pages this short (in shingles): a
     # two-sentence page is contained in anything that quotes it.
     min_shingles_for_containment: int = 25
+    # A candidate is verified only if its MinHash agreement is at least this
+    # likely for a near-duplicate of its size (see `plausible_duplicate`).
+    # Most candidates share one band by chance (at a million pages, 51 of the
+    # 56 a page gets, on the synthetic corpus), and verifying one means
+    # reading its body from the database.
+    candidate_miss_rate: float = 1e-4
     # Where the LSH index lives: None in memory (rebuilt from the stored
     # signatures by each run), or a Redis URL (redis://host:6379/0), where
     # datasketch's MinHashLSH keeps it between runs, shared by every process
@@ -47,6 +59,8 @@ class LinkConfig:
     redis_url: str | None = None
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.candidate_miss_rate < 1.0:
+            raise ValueError(f"link.candidate_miss_rate must be in [0, 1), got {self.candidate_miss_rate}")
         for name in ("min_jaccard", "min_containment"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
@@ -54,6 +68,9 @@ class LinkConfig:
         if self.lsh_bands < 1 or self.lsh_rows < 1:
             raise ValueError("link.lsh_bands and link.lsh_rows must be at least 1")
 
+
+# the file in an index folder that names its tables and what they were made for
+_MANIFEST = "index.json"
 
 _ROW_BITS = np.uint64(32)
 _ROW_MASK = np.uint64(0xFFFFFFFF)
@@ -64,13 +81,21 @@ class _BandTable:
     32-bit key and the document's row (key << 32 | row) in one uint64, so a
     plain sort orders them (numpy sorts integers much faster than it argsorts)."""
 
-    def __init__(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
+    def __init__(self, doc_ids: np.ndarray, entries: np.ndarray, saved_as: str | None = None) -> None:
+        """`entries`: one sorted row of packed entries per band (see `of_keys`);
+        `saved_as`: the name of the files that hold this table, if any."""
+        self.doc_ids = doc_ids
+        self.entries = entries
+        self.saved_as = saved_as
+
+    @classmethod
+    def of_keys(cls, doc_ids: np.ndarray, keys: np.ndarray) -> _BandTable:
         """`keys`: one row per document, one column per band (uint32)."""
-        self.doc_ids = doc_ids.astype(np.int64)
         rows = np.arange(len(doc_ids), dtype=np.uint64)
-        self.entries = np.ascontiguousarray(keys.T, dtype=np.uint64) << _ROW_BITS
-        self.entries |= rows
-        self.entries.sort(axis=1)
+        entries = np.ascontiguousarray(keys.T, dtype=np.uint64) << _ROW_BITS
+        entries |= rows
+        entries.sort(axis=1)
+        return cls(doc_ids.astype(np.int64), entries)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -113,20 +138,29 @@ class CandidateIndex:
     new batch gets a small table of its own, and a table is merged with the
     one before it once it is as large (so there are about log2(n/batch)
     tables, and a page is re-sorted about that many times in all).
+
+    With a `folder`, the tables outlive the run: `save` writes the ones not
+    on disk yet, and the next run's `resume` maps them back (sorting a
+    million pages' band keys again would take seconds) and loads only the
+    signatures stored after them.
     """
 
-    def __init__(self, link: LinkConfig, fingerprint: FingerprintConfig) -> None:
+    def __init__(self, link: LinkConfig, fingerprint: FingerprintConfig, folder: Path | None = None, stamp: dict | None = None) -> None:
+        """`stamp`: what the saved tables must have been made for (the database's
+        id, the bands, the signature parameters); other tables are not used."""
         if link.lsh_bands * link.lsh_rows > fingerprint.num_perm:
             raise ValueError(
                 f"{link.lsh_bands} LSH bands of {link.lsh_rows} rows need {link.lsh_bands * link.lsh_rows} "
                 f"MinHash values, the signatures have {fingerprint.num_perm}"
             )
         self.bands, self.rows = link.lsh_bands, link.lsh_rows
+        self.folder = folder
+        self.stamp = {**(stamp or {}), "lsh_bands": self.bands, "lsh_rows": self.rows, **fingerprint.params()}
         self._tables: list[_BandTable] = []
-        self._members: set[int] = set()
+        self._max_id = 0
 
     def __len__(self) -> int:
-        return len(self._members)
+        return sum(len(t) for t in self._tables)
 
     def band_keys(self, hashvalues: np.ndarray) -> np.ndarray:
         """One 32-bit key per band for each signature (rows of `hashvalues`)."""
@@ -144,10 +178,89 @@ class CandidateIndex:
         return (keys ^ (keys >> np.uint64(32))).astype(np.uint32)
 
     def _fresh(self, doc_ids: np.ndarray) -> np.ndarray:
-        """Which of these doc_ids the index does not hold yet (and, from now on, holds)."""
-        fresh = np.array([d not in self._members for d in doc_ids.tolist()], dtype=bool)
-        self._members.update(doc_ids[fresh].tolist())
+        """Which of these doc_ids the index does not hold yet (and, from now on, holds).
+        Pages come in doc_id order, so this is mostly one comparison."""
+        if not len(doc_ids):
+            return np.zeros(0, dtype=bool)
+        if doc_ids.min() > self._max_id and len(np.unique(doc_ids)) == len(doc_ids):
+            fresh = np.ones(len(doc_ids), dtype=bool)
+        else:
+            held = np.concatenate([t.doc_ids for t in self._tables] + [np.empty(0, dtype=np.int64)])
+            first = np.zeros(len(doc_ids), dtype=bool)
+            first[np.unique(doc_ids, return_index=True)[1]] = True
+            fresh = first & ~np.isin(doc_ids, held)
+        if fresh.any():
+            self._max_id = max(self._max_id, int(doc_ids[fresh].max()))
         return fresh
+
+    def resume(self, documents_through: Callable[[int], int]) -> int:
+        """Map the tables an earlier run saved, if they were made for this
+        database and these settings and it still holds every page they index
+        (`documents_through(d)`: how many stored pages have a doc_id up to d).
+        Returns the highest doc_id they index (0 when there are none to use):
+        the signatures above it are the ones left to `load`."""
+        manifest = self._saved_manifest()
+        if manifest is None or manifest["stamp"] != self.stamp:
+            return 0
+        through, count = manifest["indexed_through"], manifest["documents"]
+        if documents_through(through) != count:
+            return 0
+        tables = []
+        for name in manifest["tables"]:
+            try:
+                doc_ids = np.load(self.folder / f"{name}.doc_ids.npy")
+                entries = np.load(self.folder / f"{name}.entries.npy", mmap_mode="r")
+            except (OSError, ValueError):
+                return 0
+            if entries.shape != (self.bands, len(doc_ids)):
+                return 0
+            tables.append(_BandTable(doc_ids, entries, saved_as=name))
+        if sum(len(t) for t in tables) != count:
+            return 0
+        self._tables, self._max_id = tables, through
+        return through
+
+    def save(self) -> None:
+        """Write the tables that are not on disk yet, then the manifest naming
+        them all (replaced in one rename, so a crash leaves the old one whole),
+        then remove the files it no longer names."""
+        if self.folder is None or not self._tables:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for table in self._tables:
+            if table.saved_as is None:
+                name = f"bands-{uuid.uuid4().hex}"
+                for part, array in (("doc_ids", table.doc_ids), ("entries", table.entries)):
+                    with open(self.folder / f"{name}.{part}.npy", "wb") as out:
+                        np.save(out, array)
+                        out.flush()
+                        os.fsync(out.fileno())
+                table.saved_as = name
+        manifest = {
+            "stamp": self.stamp,
+            "indexed_through": self._max_id,
+            "documents": len(self),
+            "tables": [t.saved_as for t in self._tables],
+        }
+        partial = self.folder / f"{_MANIFEST}.partial"
+        partial.write_text(json.dumps(manifest, indent=1))
+        os.replace(partial, self.folder / _MANIFEST)
+        keep = {f"{name}.{part}.npy" for name in manifest["tables"] for part in ("doc_ids", "entries")} | {_MANIFEST}
+        for path in self.folder.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def _saved_manifest(self) -> dict | None:
+        if self.folder is None:
+            return None
+        try:
+            manifest = json.loads((self.folder / _MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+        fields = {"stamp": dict, "indexed_through": int, "documents": int, "tables": list}
+        if not isinstance(manifest, dict) or any(not isinstance(manifest.get(k), t) for k, t in fields.items()):
+            return None
+        return manifest
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add stored signatures in bulk: (doc_ids, hashvalues matrix) chunks."""
@@ -168,10 +281,10 @@ class CandidateIndex:
             self._push(doc_ids[fresh], self.band_keys(hashvalues[fresh]))
 
     def _push(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
-        table = _BandTable(doc_ids, keys)
+        table = _BandTable.of_keys(doc_ids, keys)
         while self._tables and len(self._tables[-1]) <= len(table):
             previous = self._tables.pop()
-            table = _BandTable(
+            table = _BandTable.of_keys(
                 np.concatenate([previous.doc_ids, table.doc_ids]),
                 np.concatenate([previous.keys_by_document(), table.keys_by_document()]),
             )
@@ -223,6 +336,13 @@ class RedisCandidateIndex:
         value = self._redis.get(self._through_key)
         return int(value) if value is not None else 0
 
+    def resume(self, documents_through: Callable[[int], int]) -> int:
+        """The highest doc_id the index holds: it lives in Redis between runs."""
+        return self.indexed_through()
+
+    def save(self) -> None:
+        """Nothing to do: every page is in Redis once added."""
+
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         through = self.indexed_through()
         for doc_ids, hashvalues in chunks:
@@ -244,11 +364,14 @@ class RedisCandidateIndex:
         return [set(self._lsh.query(self._minhash(values))) for values in hashvalues]
 
 
-def candidate_index(link: LinkConfig, fingerprint: FingerprintConfig, namespace: str) -> CandidateIndex | RedisCandidateIndex:
-    """The LSH index the settings ask for; `namespace` names the database (for Redis)."""
+def candidate_index(
+    link: LinkConfig, fingerprint: FingerprintConfig, database_id: str, folder: Path | None = None
+) -> CandidateIndex | RedisCandidateIndex:
+    """The LSH index the settings ask for: in Redis under the database's id, or
+    in memory, saved between runs in `folder` if one is given."""
     if link.redis_url:
-        return RedisCandidateIndex(link, fingerprint, link.redis_url, namespace)
-    return CandidateIndex(link, fingerprint)
+        return RedisCandidateIndex(link, fingerprint, link.redis_url, database_id)
+    return CandidateIndex(link, fingerprint, folder, stamp={"database_id": database_id})
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> Similarity:
@@ -263,6 +386,29 @@ def similarity(a: np.ndarray, b: np.ndarray) -> Similarity:
         a_in_b=common / len(a),
         b_in_a=common / len(b),
     )
+
+
+@lru_cache(maxsize=1 << 16)
+def plausible_duplicate(matching_values: int, n_a: int, n_b: int, config: LinkConfig) -> bool:
+    """Whether two pages whose signatures agree on `matching_values` of the
+    values their bands use could be near-duplicates, given their sizes in
+    shingles: the least Jaccard a near-duplicate pair of these sizes can
+    have (a copy at `min_jaccard`, or the smaller page contained at
+    `min_containment` in the larger) makes each band agree with a known
+    chance, and a pair agreeing on fewer bands than that would, with
+    probability below `candidate_miss_rate`, is not one. A small page in a
+    large one (an excerpt) has a low least Jaccard, so one value in common is
+    enough for it; two pages of like size need far more."""
+    small, large = min(n_a, n_b), max(n_a, n_b)
+    least_jaccard = config.min_jaccard
+    if small >= config.min_shingles_for_containment and large:
+        shared = config.min_containment * small
+        least_jaccard = min(least_jaccard, shared / (small + large - shared))
+    bands, p = config.lsh_bands, least_jaccard**config.lsh_rows
+    if matching_values >= bands * p:
+        return True
+    below = sum(math.comb(bands, k) * p**k * (1 - p) ** (bands - k) for k in range(matching_values + 1))
+    return below >= config.candidate_miss_rate
 
 
 def is_near_duplicate(sim: Similarity, n_a: int, n_b: int, config: LinkConfig) -> bool:

@@ -1,9 +1,12 @@
 """Store stage: the DuckDB database, its migrations, and batched writes.
 
-A connection is opened for each read or write and closed right after, so the
-pipeline holds DuckDB's file lock only while it works on the database and a
-person can query between batches. Each batch is written in one transaction:
-a crash leaves the database as it was before that batch.
+A connection is opened for each read or write and closed right after, except
+while a run links its batches (`Store.holding`): then one connection serves
+batch after batch (DuckDB keeps its caches and skips a checkpoint per batch),
+and is closed whenever a reader is waiting for the file and whenever the run
+waits for its workers after holding it a few seconds, so a person can still
+query between batches. Each batch is written in one transaction: a crash
+leaves the database as it was before that batch.
 """
 
 from __future__ import annotations
@@ -75,35 +78,97 @@ _RUN_LOCKS_HELD: set[Path] = set()
 # how often a connection waiting for another process's lock tries again
 LOCK_POLL_S = 0.02
 
+# A run holding its connection across batches closes it when it next waits
+# for its workers once it has held it this long (for readers that cannot ask,
+# such as DuckDB's own command line: they get in if they try again).
+HOLD_S = 5.0
+
 
 class Store:
     def __init__(self, path: str | Path, lock_wait_s: float = 30.0) -> None:
         self.path = Path(path)
         self.lock_wait_s = lock_wait_s
         self._session: duckdb.DuckDBPyConnection | None = None
+        self._holding = False
+        self._held: duckdb.DuckDBPyConnection | None = None
+        self._held_since = 0.0
+
+    @property
+    def _waiting_folder(self) -> Path:
+        """Where a process waiting for the file's lock leaves a note (one file per process)."""
+        return self.path.with_name(self.path.name + ".waiting")
 
     @contextmanager
     def session(self) -> Iterator[None]:
         """Share one connection among the calls in this block (a batch's reads and
         its write): opening the file costs about 10 ms and a batch makes a dozen
         calls. The file stays locked for the block, so keep it short: between
-        blocks, readers get in."""
+        blocks, readers get in. Within `holding`, the connection outlives the
+        block unless a reader is waiting."""
         if self._session is not None:
             yield
             return
-        with self.connect() as con:
-            self._session = con
-            try:
-                yield
-            finally:
-                self._session = None
+        if not self._holding:
+            with self.connect() as con:
+                self._session = con
+                try:
+                    yield
+                finally:
+                    self._session = None
+            return
+        if self._held is None:
+            self._held, self._held_since = self._open(read_only=False), time.monotonic()
+        self._session = self._held
+        try:
+            yield
+        finally:
+            self._session = None
+            if self._reader_waiting():
+                self.release()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Keep the connection of one `session` open for the next (a run's
+        batches), until a reader is waiting or `let_readers_in` finds it held
+        for HOLD_S; closed at the end of the block."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            self.release()
+
+    def let_readers_in(self) -> None:
+        """Called while a run waits (for its workers): close the held connection
+        if a reader is waiting or it has been held HOLD_S."""
+        if self._held is not None and (self._reader_waiting() or time.monotonic() - self._held_since >= HOLD_S):
+            self.release()
+
+    def release(self) -> None:
+        """Close the connection held across sessions, if any."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            held.close()
+
+    def _reader_waiting(self) -> bool:
+        try:
+            notes = list(os.scandir(self._waiting_folder))
+        except OSError:
+            return False
+        for note in notes:
+            pid = note.name.split("-")[0]
+            if pid.isdigit() and _alive(int(pid)):
+                return True
+            Path(note.path).unlink(missing_ok=True)  # left by a process that died
+        return False
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database, waiting while another process holds its lock (or
-        hand out the open connection of the current `session`)."""
-        if self._session is not None:
-            yield self._session
+        hand out the open connection of the current `session`, or the one
+        held across sessions)."""
+        if self._session is not None or self._held is not None:
+            yield self._session or self._held
             return
         con = self._open(read_only)
         try:
@@ -115,23 +180,38 @@ class Store:
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `reposts crawl`, `ingest` or `demo` first, or pass --db)")
         deadline = time.monotonic() + self.lock_wait_s
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=read_only)
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+        note: Path | None = None
+        try:
+            while True:
+                try:
+                    return duckdb.connect(str(self.path), read_only=read_only)
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower():
+                        raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
+                    if time.monotonic() >= deadline:
+                        holder = _lock_holder(str(exc))
+                        raise StoreError(
+                            f"{self.path} is in use by another process{holder}; waited {self.lock_wait_s:.0f}s. "
+                            "Try again when that run has finished."
+                        ) from exc
+                    if note is None:
+                        note = self._leave_waiting_note()
+                    time.sleep(LOCK_POLL_S)
+                except duckdb.Error as exc:
                     raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
-                if time.monotonic() >= deadline:
-                    holder = _lock_holder(str(exc))
-                    raise StoreError(
-                        f"{self.path} is in use by another process{holder}; waited {self.lock_wait_s:.0f}s. "
-                        "Try again when that run has finished."
-                    ) from exc
-                time.sleep(LOCK_POLL_S)
-            except duckdb.Error as exc:
-                raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
-        return con
+        finally:
+            if note is not None:
+                note.unlink(missing_ok=True)
+
+    def _leave_waiting_note(self) -> Path | None:
+        """Tell a run holding the file that this process waits for it."""
+        try:
+            self._waiting_folder.mkdir(exist_ok=True)
+            note = self._waiting_folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            note.touch()
+            return note
+        except OSError:  # a folder we may not write to: wait without the note
+            return None
 
     @contextmanager
     def exclusive_run(self, description: str) -> Iterator[None]:
@@ -243,14 +323,28 @@ class Store:
         with self.connect() as con:
             return con.execute("SELECT coalesce(max(doc_id), 0) + 1 FROM documents").fetchone()[0]
 
-    def signature_chunks(self, dtype: np.dtype, num_perm: int, rows: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Every stored signature, in bulk: (doc_ids, hash values matrix) per
-        chunk of `rows` documents, read through Arrow without a Python object per
-        row. Read them all before the next call on this store."""
+    @property
+    def index_folder(self) -> Path:
+        """Where the in-memory LSH index is saved between runs (next to the database file)."""
+        return self.path.with_name(self.path.name + ".lsh")
+
+    def documents_through(self, doc_id: int) -> int:
+        """How many stored pages have a doc_id up to `doc_id`."""
+        with self.connect() as con:
+            return con.execute("SELECT count(*) FROM documents WHERE doc_id <= ?", [doc_id]).fetchone()[0]
+
+    def signature_chunks(
+        self, dtype: np.dtype, num_perm: int, rows: int = 100_000, after_doc_id: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The stored signatures (those with a doc_id above `after_doc_id`), in
+        bulk: (doc_ids, hash values matrix) per chunk of `rows` documents, read
+        through Arrow without a Python object per row. Read them all before
+        the next call on this store."""
         width = np.dtype(dtype).itemsize * num_perm
         with self.connect() as con:
             # the reader streams: the caller reads every chunk before querying the store again
-            reader = con.sql("SELECT doc_id, minhash FROM documents ORDER BY doc_id").to_arrow_reader(batch_size=rows)
+            query = con.sql(f"SELECT doc_id, minhash FROM documents WHERE doc_id > {int(after_doc_id)} ORDER BY doc_id")
+            reader = query.to_arrow_reader(batch_size=rows)
             for batch in reader:
                 doc_ids = batch.column(0).to_numpy()
                 blobs = batch.column(1)
@@ -539,6 +633,16 @@ def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, row
         f"SELECT {columns} FROM {table} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS wanted) w ON t.rowid = w.wanted",
         [rowids],
     ).fetchall()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _lock_holder(message: str) -> str:

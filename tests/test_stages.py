@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import json
 from datetime import datetime
 
 import numpy as np
@@ -11,6 +12,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
+from dedup.batch import Linker, Settings, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -21,7 +23,8 @@ from dedup.fingerprint import (
     shingle_hashes,
     shingle_strings,
 )
-from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, similarity
+from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, plausible_duplicate, similarity
+from dedup.models import Page
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
 FP = FingerprintConfig()
@@ -161,6 +164,73 @@ def test_candidate_index_answers_as_minhashlsh_with_the_same_bands(rows):
     queries = rng.integers(0, 6 if rows == 1 else 3, size=(40, FP.num_perm)).astype(FP.dtype)
     for query, found in zip(queries, index.candidates_many(queries), strict=True):
         assert found == set(lsh.query(LeanMinHash(seed=FP.seed, hashvalues=query, scheme=FP.scheme)))
+
+
+def test_a_saved_index_answers_as_the_one_it_was_saved_from(tmp_path):
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, size=(700, FP.num_perm)).astype(FP.dtype)
+    first = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
+    first.load([(np.arange(1, 401), values[:400])])
+    for start in range(401, 601, 50):
+        first.add_many(list(range(start, start + 50)), values[start - 1 : start + 49])
+    first.save()
+    # the next run maps the saved tables, then adds what was stored after them
+    second = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
+    assert second.resume(lambda through: through) == 600
+    second.load([(np.arange(601, 701), values[600:])])
+    first.add_many(list(range(601, 701)), values[600:])
+    queries = rng.integers(0, 6, size=(30, FP.num_perm)).astype(FP.dtype)
+    assert second.candidates_many(queries) == first.candidates_many(queries)
+    assert len(second) == 700
+    # saving again writes only the new tables and drops the files no table uses
+    second.save()
+    third = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
+    assert third.resume(lambda through: through) == 700
+    assert third.candidates_many(queries) == first.candidates_many(queries)
+    named = json.loads((tmp_path / "lsh" / "index.json").read_text())["tables"]
+    assert {p.name.split(".")[0] for p in (tmp_path / "lsh").glob("*.npy")} == set(named)
+
+
+def test_a_saved_index_is_not_used_for_another_database_or_one_that_lost_pages(tmp_path):
+    values = np.random.default_rng(6).integers(0, 6, size=(100, FP.num_perm)).astype(FP.dtype)
+    saved = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
+    saved.load([(np.arange(1, 101), values)])
+    saved.save()
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "b"}).resume(lambda through: through) == 0
+    other_bands = LinkConfig(lsh_bands=64)
+    assert CandidateIndex(other_bands, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
+    # the database holds 99 of the 100 pages the index names (restored from an older copy, say)
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through - 1) == 0
+    (tmp_path / "lsh" / "index.json").write_text("{not json")
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
+
+
+def test_a_chance_agreement_is_not_verified_but_an_excerpt_sharing_one_value_is():
+    # pages of like size: a near-duplicate agrees on a third of the bands or more
+    assert not plausible_duplicate(1, 300, 320, LINK)
+    assert not plausible_duplicate(5, 300, 320, LINK)
+    assert plausible_duplicate(40, 300, 320, LINK)
+    # an excerpt of 40 shingles from a page of 900: half of it in the page is a Jaccard of 0.02
+    assert plausible_duplicate(1, 40, 900, LINK)
+    # too short for containment to count: only a copy's Jaccard would do
+    assert not plausible_duplicate(1, 20, 900, LINK)
+
+
+def test_the_linker_verifies_a_stored_candidate_only_if_its_signature_agrees_enough(tmp_path):
+    """A page sharing one band with a stored page of like size by chance is not
+    read back; a copy is, and is linked."""
+    settings = Settings()
+    store = open_store(str(tmp_path / "c.duckdb"), settings)
+    run_id = store.start_run("ingest", None, {})
+    linker = Linker(store, settings)
+    original = fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY))
+    bakery = fetched("https://paper.example/bakery", article_html("Bakery", BAKERY_STORY))
+    linker.link_batch(run_id, prepare_pages([original, bakery], settings))
+    copy = prepare_pages([fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY))], settings)
+    bakery_id = 2
+    candidates = {3: {1, bakery_id}}
+    page = Page(doc_id=3, cleaned=copy.prepared[0].cleaned, signature=copy.prepared[0].signature)
+    assert linker._plausible([page], candidates) == {3: {1}}
 
 
 def write_warc(path, records, gz=True):
