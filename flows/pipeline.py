@@ -8,7 +8,7 @@ order, one transaction each. Everything they call lives in `dedup`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -37,6 +37,9 @@ from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name
 from flows.sources import check_sources, page_urls, read_sources, sources_of
 
 ProgressCallback = Callable[[int], None]
+
+# how often the linker, waiting for a batch, looks for readers waiting for the database
+WAIT_POLL_S = 0.2
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="fetch {n} urls")
@@ -102,16 +105,22 @@ def _link_all(
     progress: ProgressCallback | None,
     monitor: RunMonitor,
 ) -> BatchStats:
-    """Link and store the prepared batches in input order, one transaction each."""
+    """Link and store the prepared batches in input order, one transaction each,
+    over one connection held from batch to batch (closed for readers while
+    the run waits for its workers, see Store.holding)."""
     linker = Linker(store, settings, known_urls=ahead.stored_urls)
     total = BatchStats()
     try:
-        for number, n_pages, input_read, future in ahead.in_order():
-            # quoted: Prefect would otherwise walk every page of the batch looking for futures
-            total.add(link_batch(quote(linker), run_id, quote(future.result()), number))
-            monitor.progress(input_read)
-            if progress:
-                progress(n_pages)
+        with store.holding():
+            for number, n_pages, input_read, future in ahead.in_order():
+                while not wait([future], timeout=WAIT_POLL_S).done:
+                    store.let_readers_in()
+                # quoted: Prefect would otherwise walk every page of the batch looking for futures
+                total.add(link_batch(quote(linker), run_id, quote(future.result()), number))
+                monitor.progress(input_read)
+                if progress:
+                    progress(n_pages)
+            linker.save_index()
     finally:
         ahead.close()
     return total

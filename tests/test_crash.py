@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from dedup.store import Store, StoreError
 from flows.cli import main
 from flows.errors import UserError
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
@@ -42,16 +43,12 @@ def stored(db: str) -> tuple[int, int, set[frozenset[str]]]:
 
 
 def pages_so_far(db: str) -> int:
+    """Read as `reposts sql` does: the run lets a waiting reader in between batches."""
     try:
-        con = duckdb.connect(db, read_only=True)
-    except duckdb.Error:  # not created yet, or a batch is being written
+        with Store(db, lock_wait_s=2).connect(read_only=True) as con:
+            return con.execute("SELECT count(*) FROM documents").fetchone()[0]
+    except (StoreError, duckdb.Error):  # not created yet
         return 0
-    try:
-        return con.execute("SELECT count(*) FROM documents").fetchone()[0]
-    except duckdb.Error:
-        return 0
-    finally:
-        con.close()
 
 
 def ingest_command(db: str, warc: Path) -> list[str]:
@@ -139,3 +136,38 @@ def test_a_person_can_query_while_an_ingest_writes(tmp_path):
     assert mid_run, f"no query answered while the run was writing: {counts}"
     assert [n for n, _ in counts] == sorted(n for n, _ in counts)
     assert max(waited for _, waited in counts) < 5
+
+
+READ_COUNT = """
+import sys
+from dedup.store import Store
+with Store(sys.argv[1], lock_wait_s=30).connect(read_only=True) as con:
+    print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+"""
+
+
+def test_a_run_holding_its_connection_lets_a_waiting_reader_in_at_its_next_batch(tmp_path):
+    """Within `holding`, the connection outlives each batch's session; a reader
+    that finds the file locked leaves a note, and the run closes the
+    connection when its next session ends (or when it next waits)."""
+    db = tmp_path / "held.duckdb"
+    store = Store(db)
+    store.migrate()
+    with store.holding():
+        store.start_run("ingest", None, {})
+        with store.session():
+            pass
+        assert store._held is not None, "the connection should outlive the session"
+        reader = subprocess.Popen([sys.executable, "-c", READ_COUNT, str(db)], stdout=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not any((tmp_path / "held.duckdb.waiting").glob("*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert reader.poll() is None, "the reader got in while the run held the file"
+        with store.session():
+            store.start_run("ingest", None, {})
+        out, _ = reader.communicate(timeout=30)
+        assert reader.returncode == 0 and out.strip() == "2"
+        # the run opens it again for its next batch
+        with store.session():
+            assert store.documents_through(10) == 0
+    assert store._held is None
