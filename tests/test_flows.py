@@ -1,7 +1,9 @@
 """The flows under one Prefect test harness: real HTTP, real WARC files, real DuckDB."""
 
+import json
 import re
 from dataclasses import replace
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -80,6 +82,9 @@ def test_ingest_is_incremental_and_idempotent(tmp_path, db_path):
     first = write_warc(tmp_path / "one.warc.gz", [("https://relay.example/canal", copy, "text/html; charset=utf-8")])
     second = write_warc(tmp_path / "two.warc", [("https://canal.example/drain", original, "text/html")], gz=False)
     ingest_flow([str(first)], db=db_path, settings=LOOPBACK)
+    # the run saved its LSH index; the next one maps it and links the original to the stored copy through it
+    saved = json.loads(Path(db_path + ".lsh", "index.json").read_text())
+    assert (saved["indexed_through"], saved["documents"]) == (1, 1)
     ingest_flow([str(first), str(second)], db=db_path, settings=LOOPBACK)
     again = ingest_flow([str(first), str(second)], db=db_path, settings=LOOPBACK)
     assert again["pages"] == 0
