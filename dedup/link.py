@@ -100,12 +100,16 @@ class _BandTable:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
-    def keys_by_document(self) -> np.ndarray:
-        """The keys again, one row per document in `doc_ids` order."""
-        by_document = np.empty(self.entries.shape, dtype=np.uint32)
-        rows = (self.entries & _ROW_MASK).astype(np.int64)
-        np.put_along_axis(by_document, rows, (self.entries >> _ROW_BITS).astype(np.uint32), axis=1)
-        return by_document.T
+    def merged_with(self, later: _BandTable) -> _BandTable:
+        """One table of both: per band, the later table's rows shifted past this
+        one's and the two sorted runs merged (a stable sort of two runs is a
+        merge), one band at a time so the extra memory is one band's."""
+        shift = np.uint64(len(self))
+        entries = np.empty((self.entries.shape[0], len(self) + len(later)), dtype=np.uint64)
+        for band in range(entries.shape[0]):
+            both = np.concatenate([self.entries[band], later.entries[band] + shift])
+            entries[band] = np.sort(both, kind="stable")
+        return _BandTable(np.concatenate([self.doc_ids, later.doc_ids]), entries)
 
     def hits(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query number, doc_id) of every band key the queries share with the table."""
@@ -283,11 +287,7 @@ class CandidateIndex:
     def _push(self, doc_ids: np.ndarray, keys: np.ndarray) -> None:
         table = _BandTable.of_keys(doc_ids, keys)
         while self._tables and len(self._tables[-1]) <= len(table):
-            previous = self._tables.pop()
-            table = _BandTable.of_keys(
-                np.concatenate([previous.doc_ids, table.doc_ids]),
-                np.concatenate([previous.keys_by_document(), table.keys_by_document()]),
-            )
+            table = self._tables.pop().merged_with(table)
         self._tables.append(table)
 
     def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:

@@ -78,6 +78,11 @@ _RUN_LOCKS_HELD: set[Path] = set()
 # how often a connection waiting for another process's lock tries again
 LOCK_POLL_S = 0.02
 
+# DuckDB's memory for a writing connection (its cache of table data above
+# all: held across a run's batches, it would otherwise keep up to 80% of the
+# machine's memory; beyond this it evicts, and spills a large query to disk)
+WRITER_MEMORY_LIMIT = "1GB"
+
 # A run holding its connection across batches closes it when it next waits
 # for its workers once it has held it this long (for readers that cannot ask,
 # such as DuckDB's own command line: they get in if they try again).
@@ -184,7 +189,9 @@ class Store:
         try:
             while True:
                 try:
-                    return duckdb.connect(str(self.path), read_only=read_only)
+                    # a run's connection caches what it reads: bound it (readers keep DuckDB's default)
+                    config = {} if read_only else {"memory_limit": WRITER_MEMORY_LIMIT}
+                    return duckdb.connect(str(self.path), read_only=read_only, config=config)
                 except duckdb.IOException as exc:
                     if "lock" not in str(exc).lower():
                         raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
