@@ -213,7 +213,8 @@ class CandidateIndex:
         for name in manifest["tables"]:
             try:
                 doc_ids = np.load(self.folder / f"{name}.doc_ids.npy")
-                entries = np.load(self.folder / f"{name}.entries.npy", mmap_mode="r")
+                # mapped, not read: the pages a query touches are read when touched
+                entries = np.load(self.folder / f"{name}.entries.npy", mmap_mode="r").view(np.ndarray)
             except (OSError, ValueError):
                 return 0
             if entries.shape != (self.bands, len(doc_ids)):
