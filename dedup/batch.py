@@ -26,7 +26,7 @@ from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
-from dedup.link import LinkConfig, candidate_index, plausible_duplicate, similarity, verified_edges
+from dedup.link import LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
@@ -284,25 +284,32 @@ class Linker:
         one band by chance). Stored candidates' signatures come from the
         database, in one read of two narrow columns; one it does not hold (an
         index outside the run may name a page a dead run never stored) is dropped."""
-        link, dtype = self.settings.link, self.settings.fingerprint.dtype
+        link, fingerprint = self.settings.link, self.settings.fingerprint
+        pairs = [(p.doc_id, c) for p in pages for c in sorted(candidates[p.doc_id])]
+        if not pairs:
+            return {p.doc_id: set() for p in pages}
+        batch_ids = np.array([p.doc_id for p in pages], dtype=np.int64)
+        batch_values = np.stack([np.frombuffer(p.signature.hashvalues, dtype=fingerprint.dtype) for p in pages])
+        batch_sizes = np.array([p.signature.n_shingles for p in pages], dtype=np.int64)
+        stored = {c for _, c in pairs} - set(batch_ids.tolist())
+        stored_ids, stored_values, stored_sizes = self.store.signatures_of(stored, fingerprint.dtype, fingerprint.num_perm)
+        ids = np.concatenate([batch_ids, stored_ids])
+        values = np.concatenate([batch_values, stored_values])
+        sizes = np.concatenate([batch_sizes, stored_sizes])
+        row_of = {doc_id: row for row, doc_id in enumerate(ids.tolist())}
+        pairs = [(a, b) for a, b in pairs if b in row_of]
+        plausible: dict[int, set[int]] = {p.doc_id: set() for p in pages}
+        if not pairs:
+            return plausible
+        rows_a = np.array([row_of[a] for a, _ in pairs])
+        rows_b = np.array([row_of[b] for _, b in pairs])
         used = link.lsh_bands * link.lsh_rows
-        signatures = {p.doc_id: (np.frombuffer(p.signature.hashvalues, dtype=dtype)[:used], p.signature.n_shingles) for p in pages}
-        stored = self.store.minhashes({c for cands in candidates.values() for c in cands if c not in signatures})
-        for doc_id, (hashvalues, n_shingles) in stored.items():
-            signatures[doc_id] = (np.frombuffer(hashvalues, dtype=dtype)[:used], n_shingles)
-        plausible = {}
-        for page in pages:
-            values, n_shingles = signatures[page.doc_id]
-            kept = set()
-            for other in candidates[page.doc_id]:
-                if other not in signatures:
-                    continue
-                other_values, other_n = signatures[other]
-                agree = values == other_values
-                bands = int(np.count_nonzero(agree if link.lsh_rows == 1 else agree.reshape(-1, link.lsh_rows).all(axis=1)))
-                if plausible_duplicate(bands, n_shingles, other_n, link):
-                    kept.add(other)
-            plausible[page.doc_id] = kept
+        agree = values[rows_a, :used] == values[rows_b, :used]
+        bands = agree.reshape(len(pairs), link.lsh_bands, link.lsh_rows).all(axis=2).sum(axis=1)
+        keep = plausible_duplicates(bands, sizes[rows_a], sizes[rows_b], link)
+        for (a, b), kept in zip(pairs, keep.tolist(), strict=True):
+            if kept:
+                plausible[a].add(b)
         return plausible
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:

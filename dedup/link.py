@@ -7,12 +7,10 @@ stored signatures, then adds each batch before linking it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -389,27 +387,32 @@ def similarity(a: np.ndarray, b: np.ndarray) -> Similarity:
     )
 
 
-@lru_cache(maxsize=1 << 16)
-def plausible_duplicate(matching_values: int, n_a: int, n_b: int, config: LinkConfig) -> bool:
-    """Whether two pages whose signatures agree on `matching_values` of the
-    values their bands use could be near-duplicates, given their sizes in
-    shingles: the least Jaccard a near-duplicate pair of these sizes can
+def plausible_duplicates(matching_bands: np.ndarray, n_a: np.ndarray, n_b: np.ndarray, config: LinkConfig) -> np.ndarray:
+    """Which pairs of pages, whose signatures agree on `matching_bands` bands,
+    could be near-duplicates given their sizes in shingles (arrays, one entry
+    per pair). The least Jaccard a near-duplicate pair of these sizes can
     have (a copy at `min_jaccard`, or the smaller page contained at
     `min_containment` in the larger) makes each band agree with a known
-    chance, and a pair agreeing on fewer bands than that would, with
-    probability below `candidate_miss_rate`, is not one. A small page in a
-    large one (an excerpt) has a low least Jaccard, so one value in common is
-    enough for it; two pages of like size need far more."""
-    small, large = min(n_a, n_b), max(n_a, n_b)
-    least_jaccard = config.min_jaccard
-    if small >= config.min_shingles_for_containment and large:
-        shared = config.min_containment * small
-        least_jaccard = min(least_jaccard, shared / (small + large - shared))
+    chance p; a pair agreeing on fewer bands than a near-duplicate would with
+    probability `candidate_miss_rate` (the binomial tail) is not one. A small
+    page in a large one (an excerpt) has a low least Jaccard, so one band in
+    common is enough for it; two pages of like size need far more."""
+    matching = np.asarray(matching_bands, dtype=np.int64)
+    small = np.minimum(n_a, n_b).astype(np.float64)
+    large = np.maximum(n_a, n_b).astype(np.float64)
+    shared = config.min_containment * small
+    contained = shared / np.maximum(small + large - shared, 1.0)
+    countable = small >= config.min_shingles_for_containment
+    least_jaccard = np.where(countable, np.minimum(config.min_jaccard, contained), config.min_jaccard)
     bands, p = config.lsh_bands, least_jaccard**config.lsh_rows
-    if matching_values >= bands * p:
-        return True
-    below = sum(math.comb(bands, k) * p**k * (1 - p) ** (bands - k) for k in range(matching_values + 1))
-    return below >= config.candidate_miss_rate
+    # P(agreeing on at most `matching` bands), summed term by term up to the largest count asked about
+    tail = np.zeros(len(matching))
+    term = (1.0 - p) ** bands  # P(0 bands)
+    for k in range(int(matching.max(initial=-1)) + 1):
+        if k:
+            term = term * (bands - k + 1) / k * p / np.maximum(1.0 - p, 1e-300)
+        tail += np.where(matching >= k, term, 0.0)
+    return (matching >= bands * p) | (tail >= config.candidate_miss_rate)
 
 
 def is_near_duplicate(sim: Similarity, n_a: int, n_b: int, config: LinkConfig) -> bool:

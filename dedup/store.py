@@ -347,19 +347,36 @@ class Store:
         bulk: (doc_ids, hash values matrix) per chunk of `rows` documents, read
         through Arrow without a Python object per row. Read them all before
         the next call on this store."""
-        width = np.dtype(dtype).itemsize * num_perm
         with self.connect() as con:
             # the reader streams: the caller reads every chunk before querying the store again
             query = con.sql(f"SELECT doc_id, minhash FROM documents WHERE doc_id > {int(after_doc_id)} ORDER BY doc_id")
-            reader = query.to_arrow_reader(batch_size=rows)
-            for batch in reader:
-                doc_ids = batch.column(0).to_numpy()
-                blobs = batch.column(1)
-                offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
-                if len(doc_ids) and not np.all(np.diff(offsets) == width):
-                    raise StoreError(f"{self.path}: stored signatures are not {num_perm} values of {np.dtype(dtype).name}")
-                data = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-                yield doc_ids, data.view(dtype).reshape(len(doc_ids), num_perm)
+            for batch in query.to_arrow_reader(batch_size=rows):
+                yield batch.column(0).to_numpy(), self._signature_matrix(batch.column(1), dtype, num_perm)
+
+    def signatures_of(self, doc_ids: set[int], dtype: np.dtype, num_perm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Some stored pages' (doc_ids, hash values matrix, numbers of shingles), through Arrow."""
+        with self.connect() as con:
+            table = con.sql(
+                "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
+                params=[sorted(doc_ids)],
+            ).to_arrow_table()
+        minhash = table.column(1).combine_chunks() if table.num_rows else pa.array([], type=pa.binary())
+        return (
+            table.column(0).to_numpy(),
+            self._signature_matrix(minhash, dtype, num_perm),
+            table.column(2).to_numpy(),
+        )
+
+    def _signature_matrix(self, blobs: pa.Array, dtype: np.dtype, num_perm: int) -> np.ndarray:
+        """A column of signature BLOBs as one matrix, without a copy per row."""
+        width = np.dtype(dtype).itemsize * num_perm
+        if not len(blobs):
+            return np.empty((0, num_perm), dtype=dtype)
+        offsets = np.frombuffer(blobs.buffers()[1], dtype=np.int32)[blobs.offset : blobs.offset + len(blobs) + 1]
+        if not np.all(np.diff(offsets) == width):
+            raise StoreError(f"{self.path}: stored signatures are not {num_perm} values of {np.dtype(dtype).name}")
+        data = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        return data.view(dtype).reshape(len(blobs), num_perm)
 
     def minhashes(self, doc_ids: set[int]) -> dict[int, tuple[bytes, int]]:
         """Stored signatures by doc id: (hash values, number of shingles)."""

@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import math
 from datetime import datetime
 
 import numpy as np
@@ -23,7 +24,7 @@ from dedup.fingerprint import (
     shingle_hashes,
     shingle_strings,
 )
-from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, plausible_duplicate, similarity
+from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, plausible_duplicates, similarity
 from dedup.models import Page
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -206,14 +207,33 @@ def test_a_saved_index_is_not_used_for_another_database_or_one_that_lost_pages(t
 
 
 def test_a_chance_agreement_is_not_verified_but_an_excerpt_sharing_one_value_is():
+    def plausible(bands, n_a, n_b):
+        return bool(plausible_duplicates(np.array([bands]), np.array([n_a]), np.array([n_b]), LINK)[0])
+
     # pages of like size: a near-duplicate agrees on a third of the bands or more
-    assert not plausible_duplicate(1, 300, 320, LINK)
-    assert not plausible_duplicate(5, 300, 320, LINK)
-    assert plausible_duplicate(40, 300, 320, LINK)
+    assert not plausible(1, 300, 320)
+    assert not plausible(5, 300, 320)
+    assert plausible(40, 300, 320)
     # an excerpt of 40 shingles from a page of 900: half of it in the page is a Jaccard of 0.02
-    assert plausible_duplicate(1, 40, 900, LINK)
+    assert plausible(1, 40, 900)
     # too short for containment to count: only a copy's Jaccard would do
-    assert not plausible_duplicate(1, 20, 900, LINK)
+    assert not plausible(1, 20, 900)
+
+
+def test_the_binomial_tail_matches_its_definition():
+    rng = np.random.default_rng(9)
+    bands = rng.integers(0, 30, size=400)
+    n_a, n_b = rng.integers(5, 2000, size=400), rng.integers(5, 2000, size=400)
+    expected = []
+    for m, a, b in zip(bands.tolist(), n_a.tolist(), n_b.tolist(), strict=True):
+        small, large = min(a, b), max(a, b)
+        least = LINK.min_jaccard
+        if small >= LINK.min_shingles_for_containment:
+            shared = LINK.min_containment * small
+            least = min(least, shared / (small + large - shared))
+        tail = sum(math.comb(LINK.lsh_bands, k) * least**k * (1 - least) ** (LINK.lsh_bands - k) for k in range(m + 1))
+        expected.append(m >= LINK.lsh_bands * least or tail >= LINK.candidate_miss_rate)
+    assert plausible_duplicates(bands, n_a, n_b, LINK).tolist() == expected
 
 
 def test_the_linker_verifies_a_stored_candidate_only_if_its_signature_agrees_enough(tmp_path):
