@@ -112,9 +112,13 @@ class _BandTable:
     def hits(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query number, doc_id) of every band key the queries share with the table."""
         found_queries, found_docs = [], []
+        # the keys of each band searched in sorted order: numpy's binary search
+        # starts from the previous answer, which keeps a large table's pages in cache
+        order = np.argsort(queries, axis=0)
         for band in range(self.entries.shape[0]):
             table = self.entries[band]
-            wanted = queries[:, band].astype(np.uint64) << _ROW_BITS
+            query_numbers = order[:, band]
+            wanted = queries[query_numbers, band].astype(np.uint64) << _ROW_BITS
             low = np.searchsorted(table, wanted, side="left")
             counts = np.searchsorted(table, wanted | _ROW_MASK, side="right") - low
             total = int(counts.sum())
@@ -122,7 +126,7 @@ class _BandTable:
                 continue
             first_hit = np.cumsum(counts) - counts
             positions = np.repeat(low - first_hit, counts) + np.arange(total)
-            found_queries.append(np.repeat(np.arange(len(wanted)), counts))
+            found_queries.append(np.repeat(query_numbers, counts))
             found_docs.append(self.doc_ids[(table[positions] & _ROW_MASK).astype(np.int64)])
         if not found_queries:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
