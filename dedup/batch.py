@@ -255,9 +255,15 @@ class Linker:
         stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
         return stats
 
-    def save_index(self) -> None:
-        """Keep the LSH index for the next run (call once the run's batches are stored)."""
-        self.index.save()
+    def save_index(self) -> str | None:
+        """Keep the LSH index for the next run (call once the run's batches are
+        stored). What is stored does not depend on it: if it cannot be written,
+        the reason is returned (one line) and the next run rebuilds the index."""
+        try:
+            self.index.save()
+        except OSError as exc:
+            return f"the LSH index was not saved ({exc.strerror or exc}: {exc.filename}); the next run rebuilds it"
+        return None
 
     def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
         self._shingles[doc_id] = shingle_set

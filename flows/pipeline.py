@@ -120,7 +120,8 @@ def _link_all(
                 monitor.progress(input_read)
                 if progress:
                     progress(n_pages)
-            linker.save_index()
+            if problem := linker.save_index():
+                get_run_logger().warning(problem)
     finally:
         ahead.close()
     return total

@@ -97,6 +97,18 @@ def test_ingest_is_incremental_and_idempotent(tmp_path, db_path):
     con.close()
 
 
+def test_an_index_that_cannot_be_saved_is_a_warning_and_the_run_keeps_its_pages(tmp_path, db_path, caplog):
+    copy = article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay").encode()
+    warc = write_warc(tmp_path / "one.warc.gz", [("https://relay.example/canal", copy, "text/html; charset=utf-8")])
+    Path(db_path + ".lsh").write_text("a file where the index folder would go")
+    summary = ingest_flow([str(warc)], db=db_path, settings=LOOPBACK)
+    assert summary["pages"] == 1
+    assert any("the LSH index was not saved" in r.getMessage() for r in caplog.records)
+    con = duckdb.connect(db_path, read_only=True)
+    assert con.execute("SELECT count(*) FROM documents").fetchone()[0] == 1
+    con.close()
+
+
 def test_public_sql_interface_has_the_documented_names(tmp_path, db_path):
     page = article_html("Canal drained", CANAL_STORY, site_name="Canal Courier").encode()
     ingest_flow([str(write_warc(tmp_path / "a.warc.gz", [("https://canal.example/a", page, "text/html")]))], db=db_path)
