@@ -125,11 +125,11 @@ class Linker:
         them already; else they are read here."""
         self.store = store
         self.settings = settings
-        fingerprint = settings.fingerprint
-        self.index = candidate_index(settings.link, fingerprint, store.database_id(), store.index_folder)
+        fingerprinting = settings.fingerprint
+        self.index = candidate_index(settings.link, fingerprinting, store.database_id(), store.index_folder)
         # the index an earlier run saved, then the signatures stored after it
         indexed_through = self.index.resume(store.documents_through)
-        self.index.load(store.signature_chunks(fingerprint.dtype, fingerprint.num_perm, after_doc_id=indexed_through))
+        self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
         self._shingles: dict[int, np.ndarray] = {}
@@ -172,8 +172,6 @@ class Linker:
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
         for stored in self.store.members(doc_ids=stored_needed):
             self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
-        # an index kept outside the run (Redis) may name pages a dead run never stored
-        candidates = {d: {c for c in cands if c in batch_index or c in self._shingles} for d, cands in candidates.items()}
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -288,17 +286,17 @@ class Linker:
         """The candidates worth verifying: those whose signatures agree with the
         page's on enough bands for a near-duplicate of their sizes (most share
         one band by chance). Stored candidates' signatures come from the
-        database, in one read of two narrow columns; one it does not hold (an
-        index outside the run may name a page a dead run never stored) is dropped."""
-        link, fingerprint = self.settings.link, self.settings.fingerprint
+        database in one read; one it does not hold (an index outside the run,
+        Redis, may name a page a dead run never stored) is dropped here."""
+        link, fingerprinting = self.settings.link, self.settings.fingerprint
         pairs = [(p.doc_id, c) for p in pages for c in sorted(candidates[p.doc_id])]
         if not pairs:
             return {p.doc_id: set() for p in pages}
         batch_ids = np.array([p.doc_id for p in pages], dtype=np.int64)
-        batch_values = np.stack([np.frombuffer(p.signature.hashvalues, dtype=fingerprint.dtype) for p in pages])
+        batch_values = np.stack([np.frombuffer(p.signature.hashvalues, dtype=fingerprinting.dtype) for p in pages])
         batch_sizes = np.array([p.signature.n_shingles for p in pages], dtype=np.int64)
         stored = {c for _, c in pairs} - set(batch_ids.tolist())
-        stored_ids, stored_values, stored_sizes = self.store.signatures_of(stored, fingerprint.dtype, fingerprint.num_perm)
+        stored_ids, stored_values, stored_sizes = self.store.signatures_of(stored, fingerprinting.dtype, fingerprinting.num_perm)
         ids = np.concatenate([batch_ids, stored_ids])
         values = np.concatenate([batch_values, stored_values])
         sizes = np.concatenate([batch_sizes, stored_sizes])
@@ -325,9 +323,10 @@ class Linker:
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
-        lines = HostLines(config, self.settings.fingerprint.dtype)
+        fingerprinting = self.settings.fingerprint
+        lines = HostLines(config, fingerprinting.dtype)
         rows = self.store.host_lines(keys)
-        lines.load(rows, self.store.minhashes({d for row in rows for d in row[3]}))
+        lines.load(rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm))
         for page in pages:
             host = page.article.host or ""
             lines.observe(host, page.doc_id, page.signature.hashvalues, page.signature.n_shingles, edges[page.doc_id])

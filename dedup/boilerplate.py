@@ -85,13 +85,15 @@ class HostLines:
         self.lines: dict[tuple[str, int], LineSeen] = {}
         self._signatures: dict[int, tuple[np.ndarray, int]] = {}
 
-    def load(self, rows: list[tuple[str, int, str, list[int]]], signatures: dict[int, tuple[bytes, int]]) -> None:
-        """Stored lines (host, key, text, story doc ids), and the signatures
-        (hash values, shingle count) of those docs."""
+    def load(
+        self, rows: list[tuple[str, int, str, list[int]]], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> None:
+        """Stored lines (host, key, text, story doc ids), and the signatures of
+        those docs (doc ids, hash values matrix, shingle counts: `Store.signatures_of`)."""
         for host, key, text, doc_ids in rows:
             self.lines.setdefault((host, key), LineSeen(text=text, story_doc_ids=list(doc_ids)))
-        for doc_id, (values, n_shingles) in signatures.items():
-            self._signatures.setdefault(doc_id, (np.frombuffer(values, dtype=self.dtype), n_shingles))
+        for doc_id, values, n_shingles in zip(*signatures, strict=True):
+            self._signatures.setdefault(int(doc_id), (values, int(n_shingles)))
 
     def observe(self, host: str, doc_id: int, hashvalues: bytes, n_shingles: int, edges: dict[int, str]) -> None:
         """Count a page's edge paragraphs (`edge_lines` of its body) for its host."""

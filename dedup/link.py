@@ -45,7 +45,7 @@ class LinkConfig:
     # two-sentence page is contained in anything that quotes it.
     min_shingles_for_containment: int = 25
     # A candidate is verified only if its MinHash agreement is at least this
-    # likely for a near-duplicate of its size (see `plausible_duplicate`).
+    # likely for a near-duplicate of its size (see `plausible_duplicates`).
     # Most candidates share one band by chance (at a million pages, 51 of the
     # 56 a page gets, on the synthetic corpus), and verifying one means
     # reading its body from the database.

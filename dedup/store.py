@@ -185,12 +185,12 @@ class Store:
         if read_only and not self.path.exists():
             raise StoreError(f"no database at {self.path} (run `reposts crawl`, `ingest` or `demo` first, or pass --db)")
         deadline = time.monotonic() + self.lock_wait_s
+        # a run's connection caches what it reads: bound it (readers keep DuckDB's default)
+        config = {} if read_only else {"memory_limit": WRITER_MEMORY_LIMIT}
         note: Path | None = None
         try:
             while True:
                 try:
-                    # a run's connection caches what it reads: bound it (readers keep DuckDB's default)
-                    config = {} if read_only else {"memory_limit": WRITER_MEMORY_LIMIT}
                     return duckdb.connect(str(self.path), read_only=read_only, config=config)
                 except duckdb.IOException as exc:
                     if "lock" not in str(exc).lower():
@@ -355,17 +355,15 @@ class Store:
 
     def signatures_of(self, doc_ids: set[int], dtype: np.dtype, num_perm: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Some stored pages' (doc_ids, hash values matrix, numbers of shingles), through Arrow."""
+        if not doc_ids:
+            return np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=dtype), np.empty(0, dtype=np.int64)
         with self.connect() as con:
             table = con.sql(
                 "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
                 params=[sorted(doc_ids)],
             ).to_arrow_table()
         minhash = table.column(1).combine_chunks() if table.num_rows else pa.array([], type=pa.binary())
-        return (
-            table.column(0).to_numpy(),
-            self._signature_matrix(minhash, dtype, num_perm),
-            table.column(2).to_numpy(),
-        )
+        return table.column(0).to_numpy(), self._signature_matrix(minhash, dtype, num_perm), table.column(2).to_numpy()
 
     def _signature_matrix(self, blobs: pa.Array, dtype: np.dtype, num_perm: int) -> np.ndarray:
         """A column of signature BLOBs as one matrix, without a copy per row."""
@@ -377,16 +375,6 @@ class Store:
             raise StoreError(f"{self.path}: stored signatures are not {num_perm} values of {np.dtype(dtype).name}")
         data = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
         return data.view(dtype).reshape(len(blobs), num_perm)
-
-    def minhashes(self, doc_ids: set[int]) -> dict[int, tuple[bytes, int]]:
-        """Stored signatures by doc id: (hash values, number of shingles)."""
-        if not doc_ids:
-            return {}
-        with self.connect() as con:
-            rows = con.execute(
-                "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [list(doc_ids)]
-            )
-            return {d: (bytes(m), n) for d, m, n in rows.fetchall()}
 
     def host_lines(self, keys: set[tuple[str, int]]) -> list[tuple[str, int, str, list[int]]]:
         """Stored (host, line_key, text, story_doc_ids) rows for these keys."""
