@@ -221,6 +221,8 @@ def _crawl(
             monitor.fetched(failed_sources)
             yield failed_sources
         for batch in batches_of(todo, settings.batch_size):
+            # fetching takes network time, in the linker's thread: the database is not held meanwhile
+            store.release()
             pages = fetch_batch(fetcher, batch, len(batch))
             monitor.fetched(pages)
             fetched_so_far["urls"] += len(batch)

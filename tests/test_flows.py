@@ -2,11 +2,14 @@
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
+from werkzeug import Response
 
 from dedup.batch import Settings
 from flows.cli import main
@@ -64,6 +67,38 @@ def test_crawl_links_the_copy_and_records_every_fetch(httpserver, db_path):
     # a second crawl fetches only what is new
     again = crawl_flow(urls, db=db_path, settings=LOOPBACK)
     assert again["skipped_known"] == 3 and again["pages"] == 0
+
+
+READ_PAGES = """
+import sys
+from dedup.store import Store
+with Store(sys.argv[1], lock_wait_s=3).connect(read_only=True) as con:
+    print(con.execute("SELECT count(*) FROM documents").fetchone()[0])
+"""
+
+
+def test_a_reader_gets_in_while_a_crawl_waits_on_the_network(httpserver, db_path):
+    """The crawl fetches its next batch in the linker's thread: it does not hold
+    the database meanwhile, so a query made during a slow fetch is answered."""
+    stories = [CANAL_STORY, BAKERY_STORY, CANAL_STORY[:3], BAKERY_STORY[:3]]
+    for i, story in enumerate(stories[:3]):
+        html = article_html(f"Story {i}", story, site_name="Paper")
+        httpserver.expect_request(f"/{i}").respond_with_data(html, content_type="text/html; charset=utf-8")
+    answered = []
+
+    def slow_page(request):
+        # the first batches are linked by now; read the database from another process
+        reader = subprocess.run([sys.executable, "-c", READ_PAGES, db_path], capture_output=True, text=True, timeout=60)
+        answered.append((reader.returncode, reader.stdout.strip(), reader.stderr[-300:]))
+        return Response(article_html("Story 3", stories[3], site_name="Paper"), content_type="text/html; charset=utf-8")
+
+    httpserver.expect_request("/3").respond_with_handler(slow_page)
+    settings = replace(LOOPBACK, batch_size=1)
+    summary = crawl_flow([httpserver.url_for(f"/{i}") for i in range(4)], db=db_path, settings=settings, workers=1)
+    assert summary["pages"] == 4
+    [(code, pages, error)] = answered
+    assert code == 0, error
+    assert int(pages) >= 1
 
 
 def test_the_ssrf_guard_is_on_by_default(httpserver, db_path):
