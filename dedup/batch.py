@@ -26,7 +26,7 @@ from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
-from dedup.link import LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
+from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
@@ -135,6 +135,11 @@ class Linker:
         self._shingles: dict[int, np.ndarray] = {}
         self._cached_hashes = 0
         self._next_id = store.next_doc_id()
+        # every stored page's size in shingles, by doc_id (-1: none stored), for
+        # the candidate filter; the run's pages are added as they come
+        doc_ids, n_shingles = store.shingle_counts()
+        self._sizes = np.full(max(self._next_id, 1), -1, dtype=np.int64)
+        self._sizes[doc_ids] = n_shingles
         # the run is the only writer (it holds the run lock), so the stored URLs
         # are read once and kept up to date here
         self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
@@ -167,8 +172,8 @@ class Linker:
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
             self._remember(page.doc_id, page.signature.shingles)
-        found = self._candidates(pages)
-        candidates = self._plausible(pages, {p.doc_id: cands - {p.doc_id} for p, cands in zip(pages, found, strict=True)})
+        self._note_sizes(pages)
+        candidates = self._plausible(pages, self._candidates(pages)) if pages else {}
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
         for stored in self.store.members(doc_ids=stored_needed):
             self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
@@ -273,47 +278,41 @@ class Linker:
             self._shingles.clear()
             self._cached_hashes = 0
 
-    def _candidates(self, pages: list[Page]) -> list[set[int]]:
-        """Add the pages to the LSH index, and return each page's candidates (itself included)."""
-        if not pages:
-            return []
+    def _candidates(self, pages: list[Page]) -> Candidates:
+        """Add the pages to the LSH index, and return their candidates (each
+        page itself included; `query` is the page's place in `pages`)."""
         dtype = self.settings.fingerprint.dtype
         signatures = np.stack([np.frombuffer(p.signature.hashvalues, dtype=dtype) for p in pages])
         self.index.add_many([p.doc_id for p in pages], signatures)
         return self.index.candidates_many(signatures)
 
-    def _plausible(self, pages: list[Page], candidates: dict[int, set[int]]) -> dict[int, set[int]]:
-        """The candidates worth verifying: those whose signatures agree with the
-        page's on enough bands for a near-duplicate of their sizes (most share
-        one band by chance). Stored candidates' signatures come from the
-        database in one read; one it does not hold (an index outside the run,
-        Redis, may name a page a dead run never stored) is dropped here."""
-        link, fingerprinting = self.settings.link, self.settings.fingerprint
-        pairs = [(p.doc_id, c) for p in pages for c in sorted(candidates[p.doc_id])]
-        if not pairs:
-            return {p.doc_id: set() for p in pages}
-        batch_ids = np.array([p.doc_id for p in pages], dtype=np.int64)
-        batch_values = np.stack([np.frombuffer(p.signature.hashvalues, dtype=fingerprinting.dtype) for p in pages])
-        batch_sizes = np.array([p.signature.n_shingles for p in pages], dtype=np.int64)
-        stored = {c for _, c in pairs} - set(batch_ids.tolist())
-        stored_ids, stored_values, stored_sizes = self.store.signatures_of(stored, fingerprinting.dtype, fingerprinting.num_perm)
-        ids = np.concatenate([batch_ids, stored_ids])
-        values = np.concatenate([batch_values, stored_values])
-        sizes = np.concatenate([batch_sizes, stored_sizes])
-        row_of = {doc_id: row for row, doc_id in enumerate(ids.tolist())}
-        pairs = [(a, b) for a, b in pairs if b in row_of]
+    def _note_sizes(self, pages: list[Page]) -> None:
+        """Keep the pages' sizes in shingles, by doc_id, for `_plausible`."""
+        if not pages:
+            return
+        top = max(p.doc_id for p in pages)
+        if top >= len(self._sizes):
+            grown = np.full(max(top + 1, 2 * len(self._sizes)), -1, dtype=np.int64)
+            grown[: len(self._sizes)] = self._sizes
+            self._sizes = grown
+        for page in pages:
+            self._sizes[page.doc_id] = page.signature.n_shingles
+
+    def _plausible(self, pages: list[Page], found: Candidates) -> dict[int, set[int]]:
+        """The candidates worth verifying: those sharing enough bands with the
+        page for a near-duplicate of their sizes (most share one band by
+        chance). A candidate the database does not hold (an index outside the
+        run, Redis, may name a page a dead run never stored) is dropped here."""
         plausible: dict[int, set[int]] = {p.doc_id: set() for p in pages}
-        if not pairs:
-            return plausible
-        rows_a = np.array([row_of[a] for a, _ in pairs])
-        rows_b = np.array([row_of[b] for _, b in pairs])
-        used = link.lsh_bands * link.lsh_rows
-        agree = values[rows_a, :used] == values[rows_b, :used]
-        bands = agree.reshape(len(pairs), link.lsh_bands, link.lsh_rows).all(axis=2).sum(axis=1)
-        keep = plausible_duplicates(bands, sizes[rows_a], sizes[rows_b], link)
-        for (a, b), kept in zip(pairs, keep.tolist(), strict=True):
-            if kept:
-                plausible[a].add(b)
+        a = np.array([p.doc_id for p in pages], dtype=np.int64)[found.query]
+        b = found.doc_id
+        size_b = np.full(len(b), -1, dtype=np.int64)
+        known = b < len(self._sizes)
+        size_b[known] = self._sizes[b[known]]
+        kept = (a != b) & (size_b >= 0)
+        kept[kept] = plausible_duplicates(found.bands[kept], self._sizes[a[kept]], size_b[kept], self.settings.link)
+        for doc_id, other in zip(a[kept].tolist(), b[kept].tolist(), strict=True):
+            plausible[doc_id].add(other)
         return plausible
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:
@@ -326,7 +325,9 @@ class Linker:
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype)
         rows = self.store.host_lines(keys)
-        lines.load(rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm))
+        lines.load(
+            rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
+        )
         for page in pages:
             host = page.article.host or ""
             lines.observe(host, page.doc_id, page.signature.hashvalues, page.signature.n_shingles, edges[page.doc_id])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,30 @@ _ROW_BITS = np.uint64(32)
 _ROW_MASK = np.uint64(0xFFFFFFFF)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The LSH candidates of a batch of signatures: one entry per (query,
+    document) pair, sorted by query then doc_id, with the number of bands the
+    two share (the query's row in the batch, the document's doc_id)."""
+
+    query: np.ndarray
+    doc_id: np.ndarray
+    bands: np.ndarray
+
+    @classmethod
+    def of_hits(cls, queries: np.ndarray, docs: np.ndarray) -> Candidates:
+        """From one (query, doc_id) entry per band found in."""
+        span = np.int64(int(docs.max(initial=0)) + 1)
+        pairs, bands = np.unique(queries * span + docs, return_counts=True)
+        query, doc_id = np.divmod(pairs, span)
+        return cls(query=query, doc_id=doc_id, bands=bands)
+
+    def of(self, query: int) -> dict[int, int]:
+        """One query's candidates: doc_id -> bands shared."""
+        start, end = np.searchsorted(self.query, [query, query + 1])
+        return dict(zip(self.doc_id[start:end].tolist(), self.bands[start:end].tolist(), strict=True))
+
+
 class _BandTable:
     """The band keys of a set of documents, sorted per band. Each entry packs a
     32-bit key and the document's row (key << 32 | row) in one uint64, so a
@@ -110,27 +135,30 @@ class _BandTable:
         return _BandTable(np.concatenate([self.doc_ids, later.doc_ids]), entries)
 
     def hits(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query number, doc_id) of every band key the queries share with the table."""
-        found_queries, found_docs = [], []
+        """(query number, doc_id) of every band key the queries share with the
+        table, once per band they share it in."""
+        n_bands, n = self.entries.shape
         # the keys of each band searched in sorted order: numpy's binary search
         # starts from the previous answer, which keeps a large table's pages in cache
         order = np.argsort(queries, axis=0)
-        for band in range(self.entries.shape[0]):
-            table = self.entries[band]
-            query_numbers = order[:, band]
-            wanted = queries[query_numbers, band].astype(np.uint64) << _ROW_BITS
-            low = np.searchsorted(table, wanted, side="left")
-            counts = np.searchsorted(table, wanted | _ROW_MASK, side="right") - low
-            total = int(counts.sum())
-            if not total:
-                continue
-            first_hit = np.cumsum(counts) - counts
-            positions = np.repeat(low - first_hit, counts) + np.arange(total)
-            found_queries.append(np.repeat(query_numbers, counts))
-            found_docs.append(self.doc_ids[(table[positions] & _ROW_MASK).astype(np.int64)])
-        if not found_queries:
+        wanted = np.take_along_axis(queries, order, axis=0).T.astype(np.uint64) << _ROW_BITS
+        low, high = np.empty(wanted.shape, dtype=np.int64), np.empty(wanted.shape, dtype=np.int64)
+        # two binary searches per band; all else is done for every band at once
+        # (per-band numpy calls cost more than the searches on a table of a
+        # few thousand pages)
+        for band in range(n_bands):
+            low[band] = np.searchsorted(self.entries[band], wanted[band], side="left")
+            high[band] = np.searchsorted(self.entries[band], wanted[band] | _ROW_MASK, side="right")
+        counts = (high - low).ravel()
+        total = int(counts.sum())
+        if not total:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        return np.concatenate(found_queries), np.concatenate(found_docs)
+        # positions in the flattened table (band after band) of every hit
+        first = (low + np.arange(n_bands, dtype=np.int64)[:, None] * n).ravel()
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        positions = np.repeat(first, counts) + offsets
+        rows = self.entries.reshape(-1)[positions] & _ROW_MASK
+        return np.repeat(order.T.ravel(), counts), self.doc_ids[rows.astype(np.int64)]
 
 
 class CandidateIndex:
@@ -151,7 +179,9 @@ class CandidateIndex:
     signatures stored after them.
     """
 
-    def __init__(self, link: LinkConfig, fingerprint: FingerprintConfig, folder: Path | None = None, stamp: dict | None = None) -> None:
+    def __init__(
+        self, link: LinkConfig, fingerprint: FingerprintConfig, folder: Path | None = None, stamp: dict | None = None
+    ) -> None:
         """`stamp`: what the saved tables must have been made for (the database's
         id, the bands, the signature parameters); other tables are not used."""
         if link.lsh_bands * link.lsh_rows > fingerprint.num_perm:
@@ -293,15 +323,14 @@ class CandidateIndex:
             table = self._tables.pop().merged_with(table)
         self._tables.append(table)
 
-    def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:
+    def candidates_many(self, hashvalues: np.ndarray) -> Candidates:
         """The documents sharing a band with each signature (rows of `hashvalues`)."""
         keys = self.band_keys(hashvalues)
         hits = [table.hits(keys) for table in self._tables]
-        queries = np.concatenate([q for q, _ in hits] + [np.empty(0, dtype=np.int64)])
-        docs = np.concatenate([d for _, d in hits] + [np.empty(0, dtype=np.int64)])
-        order = np.argsort(queries, kind="stable")
-        boundaries = np.searchsorted(queries[order], np.arange(1, len(keys)))
-        return [set(group.tolist()) for group in np.split(docs[order], boundaries)]
+        return Candidates.of_hits(
+            np.concatenate([q for q, _ in hits] + [np.empty(0, dtype=np.int64)]),
+            np.concatenate([d for _, d in hits] + [np.empty(0, dtype=np.int64)]),
+        )
 
 
 class RedisCandidateIndex:
@@ -363,8 +392,17 @@ class RedisCandidateIndex:
         if doc_ids:
             self._redis.set(self._through_key, max(max(doc_ids), self.indexed_through()))
 
-    def candidates_many(self, hashvalues: np.ndarray) -> list[set[int]]:
-        return [set(self._lsh.query(self._minhash(values))) for values in hashvalues]
+    def candidates_many(self, hashvalues: np.ndarray) -> Candidates:
+        """As CandidateIndex's: each band's bucket read (one read per band, as
+        MinHashLSH.query makes)."""
+        queries, docs = [], []
+        for query, values in enumerate(hashvalues):
+            minhash = self._minhash(values)
+            for (start, end), table in zip(self._lsh.hashranges, self._lsh.hashtables, strict=True):
+                found = table.get(self._lsh._H(minhash.hashvalues[start:end]))
+                docs.extend(pickle.loads(key) for key in found)  # keys in Redis are pickled (prepickle)
+                queries.extend([query] * len(found))
+        return Candidates.of_hits(np.array(queries, dtype=np.int64), np.array(docs, dtype=np.int64))
 
 
 def candidate_index(

@@ -16,7 +16,7 @@ from dedup.fingerprint import FingerprintConfig, fingerprints
 from dedup.link import CandidateIndex, LinkConfig, RedisCandidateIndex
 from flows.pipeline import ingest_flow
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
-from tests.test_stages import write_warc
+from tests.test_stages import answers, write_warc
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -134,9 +134,9 @@ def test_the_redis_index_outlives_the_run_and_answers_as_the_memory_index(redis_
     assert len(second) == 40
     memory.add_many(list(range(41, 51)), values[40:])
     second.add_many(list(range(41, 51)), values[40:])
-    assert second.candidates_many(values) == memory.candidates_many(values)
-    assert all(n + 1 in found for n, found in enumerate(second.candidates_many(values[:40])))
-    assert all(41 + n in found and n + 1 in found for n, found in enumerate(second.candidates_many(values[40:])))
+    assert answers(second, values) == answers(memory, values)
+    assert all(n + 1 in found for n, found in enumerate(answers(second, values[:40])))
+    assert all(41 + n in found and n + 1 in found for n, found in enumerate(answers(second, values[40:])))
     # an id indexed by a run that died before committing is replaced, not doubled
     second.add_many([45], values[:1])
-    assert 45 in second.candidates_many(values[:1])[0] and 45 not in second.candidates_many(values[44:45])[0]
+    assert 45 in answers(second, values[:1])[0] and 45 not in answers(second, values[44:45])[0]

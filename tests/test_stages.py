@@ -24,7 +24,7 @@ from dedup.fingerprint import (
     shingle_hashes,
     shingle_strings,
 )
-from dedup.link import CandidateIndex, LinkConfig, is_near_duplicate, plausible_duplicates, similarity
+from dedup.link import CandidateIndex, Candidates, LinkConfig, is_near_duplicate, plausible_duplicates, similarity
 from dedup.models import Page
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -142,7 +142,7 @@ def matrix(signatures, config=FP):
 def test_candidate_index_finds_a_near_copy_and_not_an_unrelated_page():
     index = CandidateIndex(LINK, FP)
     index.add_many([1, 2], matrix(fingerprints([" ".join(CANAL_STORY), " ".join(BAKERY_STORY)], FP)))
-    [found] = index.candidates_many(matrix([fingerprint(" ".join(CANAL_STORY[:-1]) + " The end.", FP)]))
+    found = index.candidates_many(matrix([fingerprint(" ".join(CANAL_STORY[:-1]) + " The end.", FP)])).of(0)
     assert 1 in found
     assert 2 not in found
 
@@ -163,8 +163,21 @@ def test_candidate_index_answers_as_minhashlsh_with_the_same_bands(rows):
         index.add_many(list(range(start, start + 50)), values[start : start + 50])
     assert len(index) == 600
     queries = rng.integers(0, 6 if rows == 1 else 3, size=(40, FP.num_perm)).astype(FP.dtype)
-    for query, found in zip(queries, index.candidates_many(queries), strict=True):
-        assert found == set(lsh.query(LeanMinHash(seed=FP.seed, hashvalues=query, scheme=FP.scheme)))
+    candidates = index.candidates_many(queries)
+    for number, query in enumerate(queries):
+        found = candidates.of(number)
+        assert set(found) == set(lsh.query(LeanMinHash(seed=FP.seed, hashvalues=query, scheme=FP.scheme)))
+        # with each candidate, the number of bands whose values it shares with the query
+        used = link.lsh_bands * rows
+        for doc_id, bands in found.items():
+            agree = (values[doc_id, :used] == query[:used]).reshape(link.lsh_bands, rows).all(axis=1)
+            assert bands == int(agree.sum())
+
+
+def answers(index, queries) -> list[dict[int, int]]:
+    """Each query's candidates and the bands they share."""
+    candidates = index.candidates_many(queries)
+    return [candidates.of(n) for n in range(len(queries))]
 
 
 def test_a_saved_index_answers_as_the_one_it_was_saved_from(tmp_path):
@@ -181,13 +194,13 @@ def test_a_saved_index_answers_as_the_one_it_was_saved_from(tmp_path):
     second.load([(np.arange(601, 701), values[600:])])
     first.add_many(list(range(601, 701)), values[600:])
     queries = rng.integers(0, 6, size=(30, FP.num_perm)).astype(FP.dtype)
-    assert second.candidates_many(queries) == first.candidates_many(queries)
+    assert answers(second, queries) == answers(first, queries)
     assert len(second) == 700
     # saving again writes only the new tables and drops the files no table uses
     second.save()
     third = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
     assert third.resume(lambda through: through) == 700
-    assert third.candidates_many(queries) == first.candidates_many(queries)
+    assert answers(third, queries) == answers(first, queries)
     named = json.loads((tmp_path / "lsh" / "index.json").read_text())["tables"]
     assert {p.name.split(".")[0] for p in (tmp_path / "lsh").glob("*.npy")} == set(named)
 
@@ -248,9 +261,15 @@ def test_the_linker_verifies_a_stored_candidate_only_if_its_signature_agrees_eno
     linker.link_batch(run_id, prepare_pages([original, bakery], settings))
     copy = prepare_pages([fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY))], settings)
     bakery_id = 2
-    candidates = {3: {1, bakery_id}}
     page = Page(doc_id=3, cleaned=copy.prepared[0].cleaned, signature=copy.prepared[0].signature)
-    assert linker._plausible([page], candidates) == {3: {1}}
+    linker._note_sizes([page])
+    found = linker._candidates([page])
+    assert found.of(0)[1] > 50 and found.of(0)[3] == LINK.lsh_bands  # the original, and the page itself
+    # with the bakery page sharing one band by chance
+    chance = Candidates(
+        query=np.zeros(3, dtype=np.int64), doc_id=np.array([1, bakery_id, 3]), bands=np.array([found.of(0)[1], 1, LINK.lsh_bands])
+    )
+    assert linker._plausible([page], chance) == {3: {1}}
 
 
 def write_warc(path, records, gz=True):
