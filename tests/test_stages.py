@@ -24,7 +24,16 @@ from dedup.fingerprint import (
     shingle_hashes,
     shingle_strings,
 )
-from dedup.link import CandidateIndex, Candidates, LinkConfig, is_near_duplicate, plausible_duplicates, similarity
+from dedup.link import (
+    _FENCE_STEP,
+    CandidateIndex,
+    Candidates,
+    LinkConfig,
+    _BandTable,
+    is_near_duplicate,
+    plausible_duplicates,
+    similarity,
+)
 from dedup.models import Page
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -318,3 +327,21 @@ def test_similarity_on_hash_arrays_equals_set_arithmetic():
         common = len(sa & sb)
         assert sim.jaccard == common / len(sa | sb)
         assert sim.a_in_b == common / len(sa) and sim.b_in_a == common / len(sb)
+
+
+def test_a_large_table_searched_through_fences_finds_what_a_binary_search_does():
+    rng = np.random.default_rng(11)
+    doc_ids = np.arange(1, 3001)
+    # few distinct keys: runs of entries far longer than the space between two fences
+    keys = np.concatenate([rng.integers(0, 40, size=(1500, 8)), rng.integers(0, 2**32, size=(1500, 8))]).astype(np.uint32)
+    table = _BandTable.of_keys(doc_ids, keys)
+    queries = np.concatenate([np.arange(0, 45), rng.integers(0, 2**32, size=40), keys[1600:1640, 0], [2**32 - 1]]).astype(
+        np.uint64
+    )
+    queries.sort()
+    for band in range(8):
+        low, counts = table._fenced_search(band, queries)
+        expected_low, expected_counts = table._search(band, queries)
+        assert low.tolist() == expected_low.tolist()
+        assert counts.tolist() == expected_counts.tolist()
+    assert counts.max() > 2 * _FENCE_STEP  # runs longer than a block were counted in full
