@@ -167,7 +167,7 @@ class Linker:
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self._next_id += 1
         stats.pages = len(pages)
-        host_line_rows = self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else []
+        new_lines, grown_lines = self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else ([], [])
         # candidates and verified edges: against the stored pages and this batch
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
@@ -175,8 +175,8 @@ class Linker:
         self._note_sizes(pages)
         candidates = self._plausible(pages, self._candidates(pages)) if pages else {}
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
-        for stored in self.store.members(doc_ids=stored_needed):
-            self._remember(stored.member.doc_id, shingle_hashes(stored.body, settings.fingerprint))
+        for doc_id, body in self.store.bodies(stored_needed).items():
+            self._remember(doc_id, shingle_hashes(body, settings.fingerprint))
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -191,21 +191,15 @@ class Linker:
         # the clusters this batch touches, with all their members
         stored_neighbours = {o for p in pages for o in neighbours.get(p.doc_id, {}) if o not in batch_index}
         touched_before = set(self.store.cluster_ids_of(stored_neighbours).values())
-        cluster_rows = self.store.members(cluster_ids=touched_before) if touched_before else []
-        members: dict[int, Member] = {}
-        # a member's shingles are made from its body only if a pair needs them
-        # (most pairs of a stored cluster were measured when it was linked)
-        bodies: dict[int, str] = {}
-        for stored in cluster_rows:
-            members[stored.member.doc_id] = stored.member
-            bodies[stored.member.doc_id] = stored.body
+        cluster_rows = self.store.members(touched_before)
+        members: dict[int, Member] = {m.doc_id: m for m in cluster_rows}
         for page in pages:
             members[page.doc_id] = _member_of(page)
         before = self.store.clusters_before(touched_before)
-        stored_cluster = {s.member.doc_id: s.member.cluster_id for s in cluster_rows}  # before assignment moves any
+        stored_cluster = {m.doc_id: m.cluster_id for m in cluster_rows}  # before assignment moves any
         cluster_members: dict[int, list[int]] = {}
-        for stored in cluster_rows:
-            cluster_members.setdefault(stored.member.cluster_id, []).append(stored.member.doc_id)
+        for member in cluster_rows:
+            cluster_members.setdefault(member.cluster_id, []).append(member.doc_id)
         state = ClusterState(
             members=members,
             cluster_members=cluster_members,
@@ -221,9 +215,13 @@ class Linker:
             if (b, a) in known_pairs:
                 s = known_pairs[(b, a)]
                 return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
-            for doc_id in (a, b):
-                if doc_id not in self._shingles:
-                    self._remember(doc_id, shingle_hashes(bodies[doc_id], settings.fingerprint))
+            if a not in self._shingles or b not in self._shingles:
+                # a member's shingles are made from its body only if a pair needs
+                # them (most pairs of a stored cluster were measured when it was
+                # linked); then every touched member's missing ones, in one read
+                missing = {d for d in members if d not in self._shingles}
+                for doc_id, body in self.store.bodies(missing).items():
+                    self._remember(doc_id, shingle_hashes(body, settings.fingerprint))
             sim = similarity(self._shingles[a], self._shingles[b])
             known_pairs[(a, b)] = sim
             return sim
@@ -248,7 +246,8 @@ class Linker:
                 events=events,
                 moved=moved,
                 removed_clusters=[g for g in state.merged_into if g not in state.new_clusters and g in before],
-                host_lines=host_line_rows,
+                host_lines=new_lines,
+                host_lines_grown=grown_lines,
             )
         )
         self._known_urls |= seen
@@ -315,10 +314,12 @@ class Linker:
             plausible[doc_id].add(other)
         return plausible
 
-    def _strip_learned_boilerplate(self, pages: list[Page]) -> list[tuple[str, int, str, list[int]]]:
+    def _strip_learned_boilerplate(
+        self, pages: list[Page]
+    ) -> tuple[list[tuple[str, int, str, list[int]]], list[tuple[str, int, str, list[int]]]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
-        the host_lines rows to store with the batch."""
+        the host_lines rows to store with the batch (new lines, grown lines)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}

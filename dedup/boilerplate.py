@@ -69,6 +69,7 @@ class LineSeen:
     text: str
     story_doc_ids: list[int] = field(default_factory=list)
     changed: bool = False
+    stored: bool = False  # the database holds a row for it
 
 
 class HostLines:
@@ -85,13 +86,11 @@ class HostLines:
         self.lines: dict[tuple[str, int], LineSeen] = {}
         self._signatures: dict[int, tuple[np.ndarray, int]] = {}
 
-    def load(
-        self, rows: list[tuple[str, int, str, list[int]]], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]
-    ) -> None:
+    def load(self, rows: list[tuple[str, int, str, list[int]]], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Stored lines (host, key, text, story doc ids), and the signatures of
         those docs (doc ids, hash values matrix, shingle counts: `Store.signatures_of`)."""
         for host, key, text, doc_ids in rows:
-            self.lines.setdefault((host, key), LineSeen(text=text, story_doc_ids=list(doc_ids)))
+            self.lines.setdefault((host, key), LineSeen(text=text, story_doc_ids=list(doc_ids), stored=True))
         for doc_id, values, n_shingles in zip(*signatures, strict=True):
             self._signatures.setdefault(int(doc_id), (values, int(n_shingles)))
 
@@ -140,11 +139,12 @@ class HostLines:
             return cleaned
         return replace(cleaned, body=body, markers=tuple(sorted(markers, key=lambda m: m.position)))
 
-    def changed_rows(self) -> list[tuple[str, int, str, list[int]]]:
-        """Lines whose story list grew since the last call, as rows to store."""
-        rows = []
+    def changed_rows(self) -> tuple[list[tuple[str, int, str, list[int]]], list[tuple[str, int, str, list[int]]]]:
+        """Lines whose story list grew since the last call, as rows to store:
+        (new lines, lines the database holds with a shorter list)."""
+        new, grown = [], []
         for (host, key), seen in self.lines.items():
             if seen.changed:
-                rows.append((host, key, seen.text, list(seen.story_doc_ids)))
-                seen.changed = False
-        return rows
+                (grown if seen.stored else new).append((host, key, seen.text, list(seen.story_doc_ids)))
+                seen.changed, seen.stored = False, True
+        return new, grown

@@ -49,12 +49,6 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-@dataclass(frozen=True)
-class StoredMember:
-    member: Member
-    body: str
-
-
 @dataclass
 class BatchWrite:
     """Everything one batch adds or changes, written in one transaction."""
@@ -68,7 +62,8 @@ class BatchWrite:
     events: list[ClusterEvent]
     moved: dict[int, int]  # stored doc_id -> its new cluster_id (after a merge)
     removed_clusters: list[int]  # clusters merged into others
-    host_lines: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # new or grown
+    host_lines: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # new
+    host_lines_grown: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # stored, with more stories
 
 
 # run locks this process holds (see Store.exclusive_run)
@@ -411,21 +406,20 @@ class Store:
             ).fetchall()
         return {h for (h,) in rows}
 
-    def members(self, doc_ids: set[int] | None = None, cluster_ids: set[int] | None = None) -> list[StoredMember]:
-        """Stored pages with what provenance needs, by id or by cluster."""
-        if not doc_ids and not cluster_ids:
+    def members(self, cluster_ids: set[int]) -> list[Member]:
+        """The stored pages of these clusters, with what provenance needs (not
+        their bodies: see `bodies`)."""
+        if not cluster_ids:
             return []
         with self.connect() as con:
-            # the row ids first, over two narrow columns; then those rows, bodies
-            # included (a filter on the whole table would read every body)
+            # the row ids first, over a narrow column; then those rows
             rowids = con.execute(
-                "SELECT rowid FROM documents WHERE doc_id = ANY(?::BIGINT[]) OR cluster_id = ANY(?::BIGINT[])",
-                [sorted(doc_ids or ()), sorted(cluster_ids or ())],
+                "SELECT rowid FROM documents WHERE cluster_id = ANY(?::BIGINT[])", [sorted(cluster_ids)]
             ).fetchall()
             rows = _rows_by_rowid(
                 con,
                 "documents",
-                "doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body, site_name",
+                "doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name",
                 [r for (r,) in rowids],
             )
             ids = [r[0] for r in rows]
@@ -445,24 +439,30 @@ class Store:
                 Attribution(kind=kind, strength=strength, source_name=name, source_url=url)
             )
         return [
-            StoredMember(
-                member=Member(
-                    doc_id=doc_id,
-                    url=url,
-                    host=host or "",
-                    n_shingles=n_shingles,
-                    marks_copy=marks_copy,
-                    published_at=published_at,
-                    first_seen_run=run_id,
-                    copy_marker_texts=tuple(markers.get(doc_id, ())),
-                    attributions=tuple(attributions.get(doc_id, ())),
-                    cluster_id=cluster_id,
-                    site_name=site_name,
-                ),
-                body=body or "",
+            Member(
+                doc_id=doc_id,
+                url=url,
+                host=host or "",
+                n_shingles=n_shingles,
+                marks_copy=marks_copy,
+                published_at=published_at,
+                first_seen_run=run_id,
+                copy_marker_texts=tuple(markers.get(doc_id, ())),
+                attributions=tuple(attributions.get(doc_id, ())),
+                cluster_id=cluster_id,
+                site_name=site_name,
             )
-            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, body, site_name in rows
+            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name in rows
         ]
+
+    def bodies(self, doc_ids: set[int]) -> dict[int, str]:
+        """Some stored pages' bodies, by doc_id."""
+        if not doc_ids:
+            return {}
+        with self.connect() as con:
+            rowids = con.execute("SELECT rowid FROM documents WHERE doc_id = ANY(?::BIGINT[])", [sorted(doc_ids)]).fetchall()
+            rows = _rows_by_rowid(con, "documents", "doc_id, body", [r for (r,) in rowids])
+        return {doc_id: body or "" for doc_id, body in rows}
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
         if not doc_ids:
@@ -575,14 +575,11 @@ class Store:
                     ("run_id", "cluster_id", "kind", "detail", "other_cluster_id", "happened_at"),
                     [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
                 )
-                if batch.host_lines:
-                    _bulk_insert(
-                        con,
-                        "host_lines",
-                        ("host", "line_key", "text", "story_doc_ids"),
-                        [list(row) for row in batch.host_lines],
-                        replacing=("host", "line_key"),
-                    )
+                columns = ("host", "line_key", "text", "story_doc_ids")
+                _bulk_insert(con, "host_lines", columns, [list(row) for row in batch.host_lines])
+                _bulk_insert(
+                    con, "host_lines", columns, [list(row) for row in batch.host_lines_grown], replacing=("host", "line_key")
+                )
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")

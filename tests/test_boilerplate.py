@@ -68,3 +68,23 @@ def test_one_story_reposted_under_several_titles_keeps_its_own_paragraphs(db_pat
     for body in bodies(db_path).values():
         assert CANAL_STORY[0] in body and CANAL_STORY[-1] in body
     assert learned_markers(db_path) == []
+
+
+def host_line_rows(db, text):
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return con.execute("SELECT story_doc_ids FROM host_lines WHERE text = ?", [text]).fetchall()
+    finally:
+        con.close()
+
+
+def test_a_note_seen_one_story_per_run_is_learned_across_runs(db_path):
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+    for n, (title, story) in enumerate(stories[:2], start=1):
+        ingest(db_path, [quill_page(n, title, story)], run_name=f"run {n}")
+    # the stored line grew from one story to two: its row was replaced, not doubled
+    assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2],)]
+    assert all(QUILL_NOTE in body for body in bodies(db_path).values())
+    ingest(db_path, [quill_page(3, *stories[2])], run_name="run 3")
+    assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
+    assert QUILL_NOTE not in bodies(db_path)["https://quillpost.example/p/3"]

@@ -35,7 +35,7 @@ from dedup.link import (
     similarity,
 )
 from dedup.models import Page
-from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
+from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
 LINK = LinkConfig()
@@ -345,3 +345,58 @@ def test_a_large_table_searched_through_fences_finds_what_a_binary_search_does()
         assert low.tolist() == expected_low.tolist()
         assert counts.tolist() == expected_counts.tolist()
     assert counts.max() > 2 * _FENCE_STEP  # runs longer than a block were counted in full
+
+
+def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):
+    """An original and two digests that carry it whole with other stories, then
+    a page of those other stories: it links to both digests (and joins their
+    cluster) but shares nothing with the original, so deciding the cluster
+    needs a similarity no batch measured. A linker that starts after the
+    first batch (shingles of no stored page in hand) reads the original's
+    stored body for it, and stores what one linker that saw every page stores."""
+    settings = Settings()
+    canal = fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY, published="2026-01-02T08:00:00"))
+    weekly = fetched(
+        "https://digest.example/week",
+        article_html("Week", CANAL_STORY + BAKERY_STORY, [SEED_DISCLAIMER], published="2026-01-03T08:00:00"),
+    )
+    monthly = fetched(
+        "https://digest.example/month",
+        article_html("Month", CANAL_STORY + BAKERY_STORY + MARKET_STORY, [SEED_DISCLAIMER], published="2026-01-04T08:00:00"),
+    )
+    bakery = fetched(
+        "https://relay.example/bakery", article_html("Bakery", BAKERY_STORY + MARKET_STORY[:1], published="2026-01-05T08:00:00")
+    )
+
+    def stored(db, linker_per_batch: bool) -> tuple[list[tuple], list[set[int]]]:
+        store = open_store(str(db), settings)
+        bodies_read: list[set[int]] = []
+        read_bodies = store.bodies
+
+        def bodies(doc_ids):
+            bodies_read.append(set(doc_ids))
+            return read_bodies(doc_ids)
+
+        store.bodies = bodies  # the real read, noted
+        run_id = store.start_run("ingest", None, {})
+        linker = Linker(store, settings)
+        for batch in ([canal, weekly, monthly], [bakery]):
+            if linker_per_batch:
+                linker = Linker(store, settings)
+            linker.link_batch(run_id, prepare_pages(batch, settings))
+        with store.connect(read_only=True) as con:
+            rows = con.execute(
+                """SELECT d.url, d.cluster_id, c.original_doc_id, r.source_doc_id, r.jaccard, r.containment
+                   FROM documents d JOIN clusters c USING (cluster_id) LEFT JOIN reposts r USING (doc_id) ORDER BY d.url"""
+            ).fetchall()
+        return rows, bodies_read
+
+    fresh, read_fresh = stored(tmp_path / "fresh.duckdb", linker_per_batch=True)
+    warm, read_warm = stored(tmp_path / "warm.duckdb", linker_per_batch=False)
+    assert fresh == warm
+    assert not any(read_warm)  # every page's shingles were at hand
+    canal_id, bakery_id = 1, 4
+    assert {canal_id} in read_fresh  # the original's body, read for a pair no batch measured
+    clusters = {url: (cluster_id, original) for url, cluster_id, original, *_ in fresh}
+    assert clusters["https://relay.example/bakery"] == clusters["https://paper.example/canal"] == (canal_id, canal_id)
+    assert bakery_id not in set().union(*read_fresh)  # a page of the batch is never read back
