@@ -28,7 +28,7 @@ from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
-from dedup.provenance import ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
+from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
 
 
@@ -143,6 +143,8 @@ class Linker:
         # the run is the only writer (it holds the run lock), so the stored URLs
         # are read once and kept up to date here
         self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
+        # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
+        self._host_pages = store.host_page_counts()
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         """Link, cluster and store one batch, over one database connection."""
@@ -226,9 +228,7 @@ class Linker:
             known_pairs[(a, b)] = sim
             return sim
 
-        aggregators = self.store.aggregator_hosts(
-            settings.provenance.aggregator_min_pages, settings.provenance.aggregator_copy_share
-        )
+        aggregators = aggregators_of(self._host_pages, settings.provenance)
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
         touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values())
         clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
@@ -251,6 +251,9 @@ class Linker:
             )
         )
         self._known_urls |= seen
+        for page in pages:
+            pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
+            self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy))
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
         stats.grown_clusters = sum(1 for e in events if e.kind == "grew")
         stats.merged_clusters = sum(1 for e in events if e.kind == "merged")

@@ -76,7 +76,7 @@ _ROW_MASK = np.uint64(0xFFFFFFFF)
 
 # Band tables with at least this many pages are searched through fences (see
 # _BandTable._fenced_search), one key in every _FENCE_STEP.
-_FENCED_FROM = 1 << 17
+_FENCED_FROM = 1 << 16
 _FENCE_STEP = 16
 
 

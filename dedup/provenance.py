@@ -14,7 +14,7 @@ an earlier date helps but never decides alone; the first seen breaks ties.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -123,6 +123,16 @@ def _credited_name(members: list[Member]) -> str | None:
             if name and site_key(_hostlike(name) or "") not in member_sites:
                 names[name] += 1
     return names.most_common(1)[0][0] if names else None
+
+
+def aggregators_of(page_counts: Mapping[str | None, tuple[int, int]], config: ProvenanceConfig) -> set[str]:
+    """The hosts whose stored pages are mostly marked copies (aggregators):
+    `page_counts` is host -> (pages, pages marked as copies)."""
+    return {
+        host
+        for host, (pages, copies) in page_counts.items()
+        if pages >= config.aggregator_min_pages and copies >= config.aggregator_copy_share * pages
+    }
 
 
 def choose_original(

@@ -327,7 +327,7 @@ class Store:
 
     def known_urls(self) -> set[str]:
         with self.connect() as con:
-            return {u for (u,) in con.execute("SELECT url FROM documents").fetchall()}
+            return set(con.sql("SELECT url FROM documents").to_arrow_table().column(0).to_pylist())
 
     def next_doc_id(self) -> int:
         with self.connect() as con:
@@ -398,13 +398,11 @@ class Store:
             rows = _rows_by_rowid(con, "host_lines", "host, line_key, text, story_doc_ids", [r for (r,) in rowids])
         return [(h, k, t, list(d)) for h, k, t, d in rows if (h, k) in keys]
 
-    def aggregator_hosts(self, min_pages: int, copy_share: float) -> set[str]:
+    def host_page_counts(self) -> dict[str | None, tuple[int, int]]:
+        """host -> (stored pages, those that mark themselves as copies)."""
         with self.connect() as con:
-            rows = con.execute(
-                "SELECT host FROM documents GROUP BY host HAVING count(*) >= ? AND avg(marks_copy::INTEGER) >= ?",
-                [min_pages, copy_share],
-            ).fetchall()
-        return {h for (h,) in rows}
+            rows = con.execute("SELECT host, count(*), count(*) FILTER (marks_copy) FROM documents GROUP BY host").fetchall()
+        return {host: (pages, copies) for host, pages, copies in rows}
 
     def members(self, cluster_ids: set[int]) -> list[Member]:
         """The stored pages of these clusters, with what provenance needs (not

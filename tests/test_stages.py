@@ -35,6 +35,7 @@ from dedup.link import (
     similarity,
 )
 from dedup.models import Page
+from dedup.provenance import aggregators_of
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
@@ -400,3 +401,24 @@ def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):
     clusters = {url: (cluster_id, original) for url, cluster_id, original, *_ in fresh}
     assert clusters["https://relay.example/bakery"] == clusters["https://paper.example/canal"] == (canal_id, canal_id)
     assert bakery_id not in set().union(*read_fresh)  # a page of the batch is never read back
+
+
+def test_the_linker_keeps_each_hosts_page_counts_as_the_database_has_them(tmp_path):
+    """Aggregators (hosts of mostly marked copies) are decided from counts the
+    linker reads once and keeps up to date, not from a query per batch."""
+    settings = Settings()
+    store = open_store(str(tmp_path / "h.duckdb"), settings)
+    run_id = store.start_run("ingest", None, {})
+    linker = Linker(store, settings)
+    relay = [
+        fetched(f"https://relay.example/{n}", article_html(title, story, [SEED_DISCLAIMER]))
+        for n, (title, story) in enumerate([("Canal", CANAL_STORY), ("Bakery", BAKERY_STORY), ("Market", MARKET_STORY)])
+    ]
+    linker.link_batch(
+        run_id, prepare_pages(relay[:2] + [fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY))], settings)
+    )
+    linker.link_batch(run_id, prepare_pages(relay[2:], settings))
+    assert linker._host_pages == store.host_page_counts() == {"relay.example": (3, 3), "paper.example": (1, 0)}
+    assert aggregators_of(linker._host_pages, settings.provenance) == {"relay.example"}
+    # a later run starts from the stored counts
+    assert Linker(store, settings)._host_pages == linker._host_pages
