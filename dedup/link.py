@@ -148,12 +148,7 @@ class _BandTable:
         # starts from the previous answer, which keeps a large table's pages in cache
         order = np.argsort(queries, axis=0)
         wanted = np.ascontiguousarray(np.take_along_axis(queries, order, axis=0).T, dtype=np.uint64)
-        low, counts = np.empty(wanted.shape, dtype=np.int64), np.empty(wanted.shape, dtype=np.int64)
-        search = self._fenced_search if n >= _FENCED_FROM else self._search
-        # a search per band; all else is done for every band at once (per-band
-        # numpy calls cost more than the searches on a table of a few thousand pages)
-        for band in range(n_bands):
-            low[band], counts[band] = search(band, wanted[band])
+        low, counts = self._fenced_search(wanted) if n >= _FENCED_FROM else self._search(wanted)
         counts = counts.ravel()
         total = int(counts.sum())
         if not total:
@@ -165,33 +160,40 @@ class _BandTable:
         rows = self.entries.reshape(-1)[positions] & _ROW_MASK
         return np.repeat(order.T.ravel(), counts), self.doc_ids[rows.astype(np.int64)]
 
-    def _search(self, band: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each key's entries start in the band, and how many there are."""
-        table = self.entries[band]
-        low = np.searchsorted(table, keys << _ROW_BITS, side="left")
-        return low, np.searchsorted(table, (keys << _ROW_BITS) | _ROW_MASK, side="right") - low
+    def _search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each key's entries start in its band, and how many there are
+        (`keys`: one sorted row of keys per band, as uint64)."""
+        low, counts = np.empty(keys.shape, dtype=np.int64), np.empty(keys.shape, dtype=np.int64)
+        for band, table in enumerate(self.entries):
+            low[band] = np.searchsorted(table, keys[band] << _ROW_BITS, side="left")
+            counts[band] = np.searchsorted(table, (keys[band] << _ROW_BITS) | _ROW_MASK, side="right") - low[band]
+        return low, counts
 
-    def _fenced_search(self, band: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fenced_search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`_search` on a large table: a binary search over every _FENCE_STEP-th
         key of the band (small, it stays in cache), then one read of the
-        _FENCE_STEP + 1 entries between two fences. A binary search over the
-        whole band waits on a cache miss at each of its last steps: three
-        times slower at a million pages."""
+        _FENCE_STEP + 1 entries between two fences, for every band at once. A
+        binary search over the whole band waits on a cache miss at each of
+        its last steps: three times slower at a million pages."""
+        n_bands, n = self.entries.shape
         if self._fences is None:
             self._fences = np.ascontiguousarray(self.entries[:, ::_FENCE_STEP] >> _ROW_BITS, dtype=np.uint32)
-        table = self.entries[band]
-        segment = np.searchsorted(self._fences[band], keys.astype(np.uint32), side="left")
+        segment = np.empty(keys.shape, dtype=np.int64)
+        for band in range(n_bands):
+            segment[band] = np.searchsorted(self._fences[band], keys[band].astype(np.uint32), side="left")
         start = np.maximum(segment - 1, 0) * _FENCE_STEP
-        at = start[:, None] + np.arange(_FENCE_STEP + 1)
-        inside = at < len(table)
-        block = table[np.minimum(at, len(table) - 1)] >> _ROW_BITS
-        key = keys[:, None]
-        low = start + np.count_nonzero((block < key) & inside, axis=1)
-        counts = np.count_nonzero((block == key) & inside, axis=1)
-        # a run of entries that may go on past the block: counted in full
-        longer = np.flatnonzero((block[:, -1] == keys) & inside[:, -1])
-        if len(longer):
-            counts[longer] = np.searchsorted(table, (keys[longer] << _ROW_BITS) | _ROW_MASK, side="right") - low[longer]
+        at = start[:, :, None] + np.arange(_FENCE_STEP + 1)
+        inside = at < n
+        np.minimum(at, n - 1, out=at)
+        at += (np.arange(n_bands, dtype=np.int64) * n)[:, None, None]
+        block = self.entries.reshape(-1)[at] >> _ROW_BITS
+        key = keys[:, :, None]
+        low = start + np.count_nonzero((block < key) & inside, axis=2)
+        counts = np.count_nonzero((block == key) & inside, axis=2)
+        # a run of entries that may go on past its block: counted in full
+        for band, query in zip(*np.nonzero((block[:, :, -1] == keys) & inside[:, :, -1]), strict=True):
+            end = np.searchsorted(self.entries[band], (keys[band, query] << _ROW_BITS) | _ROW_MASK, side="right")
+            counts[band, query] = end - low[band, query]
         return low, counts
 
 
