@@ -79,11 +79,12 @@ LOCK_POLL_S = 0.02
 WRITER_MEMORY_LIMIT = "1GB"
 
 # How much a writing connection's log (WAL) grows before DuckDB folds it into
-# the file. A checkpoint rewrites the tables' indexes, which at a million
-# pages costs about as much whatever it has to fold in: DuckDB's default
-# (16 MB) checkpointed every ten batches, a third of the time of adding
-# 10,000 pages to a million. The log is folded in anyway when the
-# connection closes (at the end of a run, and when a reader is let in).
+# the file. A checkpoint rewrites the last row group of each table appended
+# to (for a table with an index, `documents` among them, DuckDB appends into
+# it): up to 122,880 rows of page text recompressed, whatever was added.
+# DuckDB's default (16 MB) checkpointed every ten batches, a third of the
+# time of adding 10,000 pages to a million. The log is folded in anyway when
+# the connection closes (at the end of a run, and when a reader is let in).
 WRITER_CHECKPOINT_THRESHOLD = "256MB"
 
 # A run holding its connection across batches closes it when it next waits
