@@ -27,7 +27,7 @@ from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
-from dedup.models import CleanedArticle, FetchedPage, Page, Signature, Similarity
+from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
 from dedup.store import BatchWrite, Store
 
@@ -317,9 +317,7 @@ class Linker:
             plausible[doc_id].add(other)
         return plausible
 
-    def _strip_learned_boilerplate(
-        self, pages: list[Page]
-    ) -> tuple[list[tuple[str, int, str, list[int]]], list[tuple[str, int, str, list[int]]]]:
+    def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
         the host_lines rows to store with the batch (new lines, grown lines)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from dedup.clean import fold
-from dedup.models import CleanedArticle, Marker
+from dedup.models import CleanedArticle, HostLineRow, Marker
 
 RULE_ID = "learned"
 
@@ -86,7 +86,7 @@ class HostLines:
         self.lines: dict[tuple[str, int], LineSeen] = {}
         self._signatures: dict[int, tuple[np.ndarray, int]] = {}
 
-    def load(self, rows: list[tuple[str, int, str, list[int]]], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def load(self, rows: list[HostLineRow], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Stored lines (host, key, text, story doc ids), and the signatures of
         those docs (doc ids, hash values matrix, shingle counts: `Store.signatures_of`)."""
         for host, key, text, doc_ids in rows:
@@ -139,7 +139,7 @@ class HostLines:
             return cleaned
         return replace(cleaned, body=body, markers=tuple(sorted(markers, key=lambda m: m.position)))
 
-    def changed_rows(self) -> tuple[list[tuple[str, int, str, list[int]]], list[tuple[str, int, str, list[int]]]]:
+    def changed_rows(self) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Lines whose story list grew since the last call, as rows to store:
         (new lines, lines the database holds with a shorter list)."""
         new, grown = [], []

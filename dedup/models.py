@@ -11,6 +11,9 @@ from datetime import datetime
 
 import numpy as np
 
+# a row of the host_lines table: host, line_key, text, story_doc_ids
+HostLineRow = tuple[str, int, str, list[int]]
+
 
 @dataclass(frozen=True)
 class FetchedPage:

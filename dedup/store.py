@@ -27,7 +27,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, Marker, Page, Repost, Similarity
+from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, HostLineRow, Marker, Page, Repost, Similarity
 from dedup.provenance import Member
 
 
@@ -62,8 +62,8 @@ class BatchWrite:
     events: list[ClusterEvent]
     moved: dict[int, int]  # stored doc_id -> its new cluster_id (after a merge)
     removed_clusters: list[int]  # clusters merged into others
-    host_lines: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # new
-    host_lines_grown: list[tuple[str, int, str, list[int]]] = field(default_factory=list)  # stored, with more stories
+    host_lines: list[HostLineRow] = field(default_factory=list)  # new
+    host_lines_grown: list[HostLineRow] = field(default_factory=list)  # stored, with more stories
 
 
 # run locks this process holds (see Store.exclusive_run)
@@ -387,7 +387,7 @@ class Store:
         data = np.frombuffer(blobs.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
         return data.view(dtype).reshape(len(blobs), num_perm)
 
-    def host_lines(self, keys: set[tuple[str, int]]) -> list[tuple[str, int, str, list[int]]]:
+    def host_lines(self, keys: set[tuple[str, int]]) -> list[HostLineRow]:
         """Stored (host, line_key, text, story_doc_ids) rows for these keys."""
         if not keys:
             return []
