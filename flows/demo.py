@@ -158,6 +158,9 @@ class DemoWeb:
         import socket
 
         probe = socket.socket()
+        # as the servers bind (http.server sets it): the last run's connections
+        # may linger on the port (TIME_WAIT), and the port is free for them
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.21", PREFERRED_PORT))
         except OSError:
