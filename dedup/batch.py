@@ -134,11 +134,11 @@ class Linker:
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
         self._shingles: dict[int, np.ndarray] = {}
         self._cached_hashes = 0
-        self._next_id = store.next_doc_id()
         # every stored page's size in shingles, by doc_id (-1: none stored), for
         # the candidate filter; the run's pages are added as they come
         doc_ids, n_shingles = store.shingle_counts()
-        self._sizes = np.full(max(self._next_id, 1), -1, dtype=np.int64)
+        self._next_id = int(doc_ids.max(initial=0)) + 1
+        self._sizes = np.full(self._next_id, -1, dtype=np.int64)
         self._sizes[doc_ids] = n_shingles
         # the run is the only writer (it holds the run lock), so the stored URLs
         # are read once and kept up to date here
@@ -177,8 +177,7 @@ class Linker:
         self._note_sizes(pages)
         candidates = self._plausible(pages, self._candidates(pages)) if pages else {}
         stored_needed = {c for cands in candidates.values() for c in cands if c not in batch_index and c not in self._shingles}
-        for doc_id, body in self.store.bodies(stored_needed).items():
-            self._remember(doc_id, shingle_hashes(body, settings.fingerprint))
+        self._remember_stored(stored_needed)
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -221,9 +220,7 @@ class Linker:
                 # a member's shingles are made from its body only if a pair needs
                 # them (most pairs of a stored cluster were measured when it was
                 # linked); then every touched member's missing ones, in one read
-                missing = {d for d in members if d not in self._shingles}
-                for doc_id, body in self.store.bodies(missing).items():
-                    self._remember(doc_id, shingle_hashes(body, settings.fingerprint))
+                self._remember_stored({d for d in members if d not in self._shingles})
             sim = similarity(self._shingles[a], self._shingles[b])
             known_pairs[(a, b)] = sim
             return sim
@@ -273,6 +270,11 @@ class Linker:
     def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
         self._shingles[doc_id] = shingle_set
         self._cached_hashes += len(shingle_set)
+
+    def _remember_stored(self, doc_ids: set[int]) -> None:
+        """Make the shingle sets of stored pages from their bodies (one read)."""
+        for doc_id, body in self.store.bodies(doc_ids).items():
+            self._remember(doc_id, shingle_hashes(body, self.settings.fingerprint))
 
     def _forget_if_full(self) -> None:
         """Start the shingle cache over between batches once it holds too much."""

@@ -330,10 +330,6 @@ class Store:
         with self.connect() as con:
             return set(con.sql("SELECT url FROM documents").to_arrow_table().column(0).to_pylist())
 
-    def next_doc_id(self) -> int:
-        with self.connect() as con:
-            return con.execute("SELECT coalesce(max(doc_id), 0) + 1 FROM documents").fetchone()[0]
-
     @property
     def index_folder(self) -> Path:
         """Where the in-memory LSH index is saved between runs (next to the database file)."""

@@ -138,11 +138,14 @@ def test_a_person_can_query_while_an_ingest_writes(tmp_path):
     assert max(waited for _, waited in counts) < 5
 
 
-READ_COUNT = """
+# a reader in another process, reading as `reposts sql` does: arguments are
+# the database, a table and how long to wait for the lock; prints its row count
+COUNT_ROWS = """
 import sys
 from dedup.store import Store
-with Store(sys.argv[1], lock_wait_s=30).connect(read_only=True) as con:
-    print(con.execute("SELECT count(*) FROM runs").fetchone()[0], flush=True)
+db, table, wait_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+with Store(db, lock_wait_s=wait_s).connect(read_only=True) as con:
+    print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], flush=True)
 """
 
 
@@ -158,7 +161,7 @@ def test_a_run_holding_its_connection_lets_a_waiting_reader_in_at_its_next_batch
         with store.session():
             pass
         assert store._held is not None, "the connection should outlive the session"
-        reader = subprocess.Popen([sys.executable, "-c", READ_COUNT, str(db)], stdout=subprocess.PIPE, text=True)
+        reader = subprocess.Popen([sys.executable, "-c", COUNT_ROWS, str(db), "runs", "30"], stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while not any((tmp_path / "held.duckdb.waiting").glob("*")) and time.monotonic() < deadline:
             time.sleep(0.02)

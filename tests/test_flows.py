@@ -15,6 +15,7 @@ from dedup.batch import Settings
 from flows.cli import main
 from flows.pipeline import crawl_flow, ingest_flow
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html
+from tests.test_crash import COUNT_ROWS
 from tests.test_stages import write_warc
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -69,14 +70,6 @@ def test_crawl_links_the_copy_and_records_every_fetch(httpserver, db_path):
     assert again["skipped_known"] == 3 and again["pages"] == 0
 
 
-READ_PAGES = """
-import sys
-from dedup.store import Store
-with Store(sys.argv[1], lock_wait_s=3).connect(read_only=True) as con:
-    print(con.execute("SELECT count(*) FROM documents").fetchone()[0])
-"""
-
-
 def test_a_reader_gets_in_while_a_crawl_waits_on_the_network(httpserver, db_path):
     """The crawl fetches its next batch in the linker's thread: it does not hold
     the database meanwhile, so a query made during a slow fetch is answered."""
@@ -88,7 +81,9 @@ def test_a_reader_gets_in_while_a_crawl_waits_on_the_network(httpserver, db_path
 
     def slow_page(request):
         # the first batches are linked by now; read the database from another process
-        reader = subprocess.run([sys.executable, "-c", READ_PAGES, db_path], capture_output=True, text=True, timeout=60)
+        reader = subprocess.run(
+            [sys.executable, "-c", COUNT_ROWS, db_path, "documents", "3"], capture_output=True, text=True, timeout=60
+        )
         answered.append((reader.returncode, reader.stdout.strip(), reader.stderr[-300:]))
         return Response(article_html("Story 3", stories[3], site_name="Paper"), content_type="text/html; charset=utf-8")
 
