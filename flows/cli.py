@@ -20,12 +20,17 @@ from flows.errors import UserError
 DEFAULT_DB = "reposts.duckdb"
 
 
-def _quiet_prefect() -> None:
-    """Local runs print a progress bar and a summary, not Prefect's chatter."""
+def _local_prefect():
+    """Set up Prefect for a run from the command line: quiet (a progress bar
+    and a summary, not Prefect's chatter), and its temporary API server
+    started now, before anything else (see flows/local_api.py)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")
+    from flows.local_api import TemporaryAPI
+
+    return TemporaryAPI.start()
 
 
 def _db_path(args: argparse.Namespace) -> str:
@@ -86,27 +91,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for path in args.warc:
         if not Path(path).is_file():
             raise UserError(f"no such WARC file: {path}")
-    _quiet_prefect()
     from dedup.batch import prepare_warcs_ahead, run_description
     from dedup.store import Store
 
     db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
-    with Store(db).exclusive_run(run_description("ingest", len(warcs))):
+    with _local_prefect() as api, Store(db).exclusive_run(run_description("ingest", len(warcs))):
         # local workers start on the first batches now, while Prefect starts its API
         started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers)
         progress = Progress(None, "ingest")
         try:
             from flows.pipeline import ingest_flow
 
-            summary = ingest_flow(
-                warcs,
-                db=db,
-                settings=settings,
-                workers=args.workers,
-                progress=progress,
-                started=started,
-                dask_address=args.dask,
-            )
+            with api.serving():
+                summary = ingest_flow(
+                    warcs,
+                    db=db,
+                    settings=settings,
+                    workers=args.workers,
+                    progress=progress,
+                    started=started,
+                    dask_address=args.dask,
+                )
         finally:
             if started:
                 started.close()
@@ -128,7 +133,7 @@ def _read_sources(args: argparse.Namespace) -> list:
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     sources = _read_sources(args)
-    _quiet_prefect()
+    api = _local_prefect()
     from dedup.batch import run_description
     from dedup.store import Store
     from flows.pipeline import crawl_flow
@@ -136,7 +141,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     pages = [s.url for s in sources if s.kind == "page"]
     progress = Progress(len(pages) if len(pages) == len(sources) else None, "crawl")
     try:
-        with Store(_db_path(args)).exclusive_run(run_description("crawl", len(sources))):
+        with api, Store(_db_path(args)).exclusive_run(run_description("crawl", len(sources))), api.serving():
             summary = crawl_flow(
                 pages,
                 feeds=[s.url for s in sources if s.kind == "feed"],
@@ -215,10 +220,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    _quiet_prefect()
-    from flows.demo import run_demo
+    with _local_prefect() as api:
+        from flows.demo import run_demo
 
-    return run_demo(_db_path(args), settings=_settings(args))
+        with api.serving():
+            return run_demo(_db_path(args), settings=_settings(args))
 
 
 def _scale_options(command: argparse.ArgumentParser) -> None:

@@ -1,0 +1,177 @@
+"""The temporary Prefect API of a local command-line run, started first thing.
+
+With no API configured, Prefect starts its own temporary server when the
+first flow is called: a subprocess serving `prefect.server`'s app. It does
+so late, and dearly: to reach the class that starts the subprocess, the
+calling process imports Prefect's whole server package (4.5 CPU-seconds on
+a 2-core machine, as much as the subprocess then spends importing it again),
+and only then does the subprocess begin to start. `TemporaryAPI` starts the
+same server, the same way, before the command reads its input, so the
+server's start-up overlaps the command's own imports and its workers'
+extraction, and the command's process never imports the server package.
+
+A run whose Prefect settings name an API (PREFECT_API_URL, a profile, the
+test harness) uses that API; the temporary server is then stopped unused.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# How often the health endpoint is asked while the server starts.
+_POLL_S = 0.05
+# Ports taken by another program between our probe and the server's bind: tries.
+_START_TRIES = 3
+
+
+# Run in the server's process before uvicorn starts: Linux terminates it when
+# the run that started it dies (killed with -9 included); elsewhere, or if
+# the run is already gone, it is left to its own exit.
+_LAUNCH = """
+import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:
+    sys.exit(0)
+sys.argv[0] = "uvicorn"
+runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _prefect_package() -> Path:
+    """Where the `prefect` package lives, found without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("Prefect is not installed in this environment")
+    return Path(spec.origin).parent
+
+
+class TemporaryAPI:
+    """Prefect's temporary API server, as Prefect itself would start it for one run."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @classmethod
+    def start(cls) -> TemporaryAPI:
+        """Start the server now, unless the environment already names an API.
+        (A profile that names one is found later, in `serving`, once Prefect
+        is imported: the server is then stopped unused.)"""
+        api = cls()
+        if not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules:
+            api._spawn()
+        return api
+
+    def _spawn(self) -> None:
+        self.port = _free_port()
+        # Prefect's own switches for its temporary server: no UI, only the
+        # services a temporary server runs (prefect.server.api.server, 3.9)
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _LAUNCH,
+                str(os.getpid()),
+                "--app-dir",
+                str(_prefect_package().parent),
+                "--factory",
+                "prefect.server.api.server:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "error",
+                "--lifespan",
+                "on",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        tries = 1
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                if tries >= _START_TRIES:
+                    raise RuntimeError(f"Prefect's temporary API server stopped at start-up: {self._last_error()}")
+                tries += 1
+                self._spawn()  # most likely the port was taken meanwhile
+                continue
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(_POLL_S)
+        self.stop()
+        raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout_s:.0f} s")
+
+    def _last_error(self) -> str:
+        self._log.seek(0)
+        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit status {self.process.returncode}"
+
+    @contextmanager
+    def serving(self) -> Iterator[str | None]:
+        """Within this block, Prefect runs flows against the temporary server
+        (yields its URL), or against the API its settings name (yields None)."""
+        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+        settings = get_current_settings()
+        if settings.api.url or not settings.server.ephemeral.enabled or self.process is None:
+            self.stop()
+            yield None
+            return
+        try:
+            self._wait_healthy(settings.server.ephemeral.startup_timeout_seconds)
+            with temporary_settings(updates={PREFECT_API_URL: self.url}):
+                yield self.url
+        finally:
+            self.stop()
+
+    def __enter__(self) -> TemporaryAPI:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

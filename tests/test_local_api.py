@@ -1,0 +1,100 @@
+"""The temporary Prefect API of command-line runs (flows/local_api.py), with
+real processes: the `reposts` command starts Prefect's server itself, runs
+its flow against it, and the server goes when the run is killed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+
+from tests.test_crash import story_warc
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# a command-line ingest in a fresh process, then what it imported
+INGEST_AND_REPORT = """
+import json, sys
+from flows.cli import main
+code = main(["--db", sys.argv[1], "ingest", sys.argv[2]])
+print(json.dumps({"code": code, "server_package_imported": "prefect.server.api.server" in sys.modules}))
+"""
+
+# a temporary API, healthy, then the process waits to be killed
+SERVE_AND_WAIT = """
+import time
+from flows.local_api import TemporaryAPI
+api = TemporaryAPI.start()
+with api.serving() as url:
+    print(api.process.pid, url, flush=True)
+    time.sleep(120)
+"""
+
+
+def _clean_env() -> dict[str, str]:
+    """This session's environment without an API to use (the test harness
+    sets one only inside this process), with Prefect's home kept temporary."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited, whoever reaps it
+
+
+def test_a_command_line_run_serves_its_flow_from_a_server_it_started_without_importing_prefects_server(tmp_path):
+    db = str(tmp_path / "cli.duckdb")
+    warc = story_warc(tmp_path / "stories.warc.gz")
+    done = subprocess.run(
+        [sys.executable, "-c", INGEST_AND_REPORT, db, str(warc)],
+        cwd=PROJECT,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report == {"code": 0, "server_package_imported": False}
+    con = duckdb.connect(db, read_only=True)
+    try:
+        flow_run_id, pages = con.execute("SELECT flow_run_id, (SELECT count(*) FROM documents) FROM runs").fetchone()
+    finally:
+        con.close()
+    assert flow_run_id, "the flow ran without a Prefect API"
+    assert pages == 80
+
+
+def test_the_temporary_server_goes_when_the_run_that_started_it_is_killed():
+    run = subprocess.Popen(
+        [sys.executable, "-c", SERVE_AND_WAIT],
+        cwd=PROJECT,
+        env=_clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        server_pid, url = run.stdout.readline().split()
+        server_pid = int(server_pid)
+        assert url.startswith("http://127.0.0.1:") and _alive(server_pid)
+        os.kill(run.pid, signal.SIGKILL)  # the run alone, not its process group
+        run.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while _alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server_pid), "the temporary server outlived its run"
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        try:
+            os.killpg(run.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
