@@ -83,17 +83,36 @@ class Rule:
     source: re.Pattern[str] | None = None
 
     def matches(self, folded: str) -> bool:
-        return (
-            len(folded) <= self.max_chars
-            and all(p.search(folded) for p in self.all)
-            and not any(p.search(folded) for p in self.none)
-        )
+        if len(folded) > self.max_chars:
+            return False
+        for pattern in self.all:
+            if not pattern.search(folded):
+                return False
+        return not any(p.search(folded) for p in self.none)
+
+
+# Where a paragraph can sit: the zones it is in (every paragraph is in
+# "anywhere"; the first ones in "head", the last ones in "tail", both in "edges").
+_MIDDLE = frozenset({"anywhere"})
+_HEAD = frozenset({"anywhere", "head", "edges"})
+_TAIL = frozenset({"anywhere", "tail", "edges"})
+_HEAD_AND_TAIL = _HEAD | _TAIL
 
 
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
     guards: tuple[re.Pattern[str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # the rules that apply in each place, in file order: a paragraph is
+        # tried against these only (the packaged rules all keep to the edges,
+        # so the middle of an article is tried against none)
+        by_zones = {zones: tuple(r for r in self.rules if r.zone in zones) for zones in (_MIDDLE, _HEAD, _TAIL, _HEAD_AND_TAIL)}
+        object.__setattr__(self, "_by_zones", by_zones)
+
+    def applicable(self, zones: frozenset[str]) -> tuple[Rule, ...]:
+        return self._by_zones[zones]
 
     def is_guarded(self, folded: str) -> bool:
         return any(g.search(folded) for g in self.guards)
@@ -204,22 +223,24 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
     markers: list[Marker] = []
     kept: list[str] = []
     for index, paragraph in enumerate(paragraphs):
-        if not fold(paragraph):
+        folded = fold(paragraph)
+        if not folded:
             continue
-        zones = {"anywhere"}
-        if index < config.head_paragraphs:
-            zones |= {"head", "edges"}
-        if index >= n - config.tail_paragraphs:
-            zones |= {"tail", "edges"}
+        in_head, in_tail = index < config.head_paragraphs, index >= n - config.tail_paragraphs
+        zones = _HEAD_AND_TAIL if in_head and in_tail else _HEAD if in_head else _TAIL if in_tail else _MIDDLE
+        rules = config.rules.applicable(zones)
+        if not rules:
+            kept.append(paragraph)
+            continue
         segments = _segments(paragraph)
         whole = None
         if len(segments) <= 1 or len(paragraph) <= _WHOLE_PARAGRAPH_MAX_CHARS:
-            whole = _first_marker(paragraph, index, zones, config.rules)
+            whole = _first_marker(paragraph, folded, index, rules, config.rules)
         if whole is not None:
             markers.append(whole)
             continue
-        if "tail" in zones and len(segments) > 1:
-            paragraph = _peel_tail(paragraph, segments, index, zones, config.rules, markers)
+        if in_tail and len(segments) > 1:
+            paragraph = _peel_tail(paragraph, segments, index, rules, config.rules, markers)
         if paragraph:
             kept.append(paragraph)
     return CleanedArticle(
@@ -245,7 +266,9 @@ def _segments(paragraph: str) -> list[str]:
     return [s for s in _SEGMENT_BREAK.split(paragraph) if s and s.strip(" |")]
 
 
-def _peel_tail(paragraph: str, segments: list[str], index: int, zones: set[str], rules: RuleSet, markers: list[Marker]) -> str:
+def _peel_tail(
+    paragraph: str, segments: list[str], index: int, rules: tuple[Rule, ...], rule_set: RuleSet, markers: list[Marker]
+) -> str:
     """Cut markers off the end of a paragraph, a group of sentences at a time.
 
     A paragraph that is all markers becomes one marker with its whole text.
@@ -254,7 +277,8 @@ def _peel_tail(paragraph: str, segments: list[str], index: int, zones: set[str],
     peeled: list[Marker] = []
     while segments:
         for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments)) + 1):
-            marker = _first_marker(" ".join(segments[-k:]), index, zones, rules)
+            tail = " ".join(segments[-k:])
+            marker = _first_marker(tail, fold(tail), index, rules, rule_set)
             if marker is not None:
                 peeled.append(marker)
                 del segments[-k:]
@@ -271,14 +295,13 @@ def _peel_tail(paragraph: str, segments: list[str], index: int, zones: set[str],
     return " ".join(segments)
 
 
-def _first_marker(paragraph: str, index: int, zones: set[str], rules: RuleSet) -> Marker | None:
-    folded = fold(paragraph)
-    if rules.is_guarded(folded):
+def _first_marker(paragraph: str, folded: str, index: int, rules: tuple[Rule, ...], rule_set: RuleSet) -> Marker | None:
+    """The marker `paragraph` is (`folded`: its folded form), by the first of
+    `rules` that matches it, a rule that marks a copy first."""
+    if rule_set.is_guarded(folded):
         return None
     best: Rule | None = None
-    for rule in rules.rules:
-        if rule.zone not in zones:
-            continue
+    for rule in rules:
         if rule.matches(folded):
             # a rule that says "copy" outranks one that does not (a repost
             # disclaimer that also says "not investment advice")
