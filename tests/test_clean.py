@@ -142,3 +142,30 @@ def test_bad_rule_file_names_file_and_rule(tmp_path: Path):
         load_rules((tmp_path,))
     with pytest.raises(RuleError, match="rule directory not found"):
         load_rules((tmp_path / "nope",))
+
+
+def _zone_rule(zone: str) -> str:
+    return f'[[rule]]\nid = "mine.{zone}"\nkind = "boilerplate"\nzone = "{zone}"\nall = ["mirrored by the canal watchers"]\n'
+
+
+def test_a_rule_applies_only_in_its_zone(tmp_path: Path):
+    notice = "Mirrored by the Canal Watchers for our members."
+    story = CANAL_STORY * 3  # long enough for a middle, away from the head and the tail
+    placed = {"head": 0, "middle": len(story) // 2, "tail": len(story)}
+
+    def rules_found(rule_text: str, at: int) -> list[str]:
+        folder = tmp_path / f"rules-{abs(hash(rule_text))}"
+        folder.mkdir(exist_ok=True)
+        (folder / "zones.toml").write_text(rule_text, encoding="utf-8")
+        cleaned = strip_markers(article(story[:at] + [notice] + story[at:]), CleanConfig(rules=load_rules((folder,))))
+        assert (notice in cleaned.body) == (not cleaned.markers)
+        return [m.rule for m in cleaned.markers if m.rule.startswith("mine.")]
+
+    every_zone = "".join(_zone_rule(z) for z in ("anywhere", "head", "tail"))
+    # the first rule that matches, in file order, among those of the paragraph's zones
+    assert {w: rules_found(every_zone, at) for w, at in placed.items()} == {w: ["mine.anywhere"] for w in placed}
+    assert {w: rules_found(_zone_rule("head"), at) for w, at in placed.items()} == {"head": ["mine.head"], "middle": [], "tail": []}
+    assert {w: rules_found(_zone_rule("tail"), at) for w, at in placed.items()} == {"head": [], "middle": [], "tail": ["mine.tail"]}
+    # the packaged rules keep to the edges: a disclaimer mid-article stays
+    middle = strip_markers(article(story[: placed["middle"]] + [SEED_DISCLAIMER] + story[placed["middle"] :]), CONFIG)
+    assert SEED_DISCLAIMER in middle.body and middle.markers == ()
