@@ -86,22 +86,23 @@ def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Mem
             continue
         wanted_url = _norm_url(attribution.source_url)
         wanted_site = site_key(host_of(attribution.source_url) or _hostlike(attribution.source_name))
-        wanted_name = _folded_name(attribution.source_name)
+        wanted_name = _folded(attribution.source_name)
         for other in members:
             if other.doc_id == member.doc_id or site_key(other.host) == site_key(member.host):
                 continue
             if (
                 (wanted_url and _norm_url(other.url) == wanted_url)
                 or (wanted_site and site_key(other.host) == wanted_site)
-                or (wanted_name and _folded_name(other.site_name) == wanted_name)
+                or (wanted_name and _folded(other.site_name) == wanted_name)
             ):
                 found.append((other, attribution))
     return found
 
 
 @lru_cache(maxsize=1 << 16)
-def _folded_name(name: str | None) -> str:
-    return fold(name) if name else ""
+def _folded(text: str | None) -> str:
+    """`fold`, remembered: site names and marker texts recur in every pair of a cluster."""
+    return fold(text) if text else ""
 
 
 def _hostlike(name: str | None) -> str | None:
@@ -251,16 +252,16 @@ def _carried_disclaimer_sources(member: Member, members: list[Member]) -> list[M
     `member` closes with a marker of its own: it copied from them."""
     if len(member.copy_marker_texts) < 2:
         return []
-    own = {fold(t) for t in member.copy_marker_texts}
-    own_last = fold(member.copy_marker_texts[-1])
+    own = {_folded(t) for t in member.copy_marker_texts}
+    own_last = _folded(member.copy_marker_texts[-1])
     return [
         other
         for other in members
         if other.doc_id != member.doc_id
         and other.host != member.host
         and other.copy_marker_texts
-        and fold(other.copy_marker_texts[-1]) in own
-        and own_last not in {fold(t) for t in other.copy_marker_texts}
+        and _folded(other.copy_marker_texts[-1]) in own
+        and own_last not in {_folded(t) for t in other.copy_marker_texts}
     ]
 
 
