@@ -15,7 +15,10 @@ Four wall times:
   passes to `bare_extraction` (dedup.extract.trafilatura_options);
 - `reposts ingest` of the WARC file in a fresh process: start-up (Python,
   Prefect's temporary API), reading, extraction, cleaning, fingerprints,
-  linking, provenance and the DuckDB writes.
+  linking, provenance and the DuckDB writes;
+- the same ingest with PREFECT_API_URL naming a running Prefect server (one
+  the benchmark starts, as `make ui` does): what a scheduled run pays, without
+  the temporary API's start-up.
 
 The two-process extraction and the ingest are measured in turn, `--rounds`
 times (default 3), and the ratio is the median of the rounds' ratios: on a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dedup.archive import read_warc  # noqa: E402
 from dedup.extract import ExtractConfig, trafilatura_options  # noqa: E402
+from flows.local_api import free_port  # noqa: E402
+from flows.ui import LocalPrefect  # noqa: E402
 
 DEFAULT_WARC = Path(__file__).resolve().parents[1].parent / "shared" / "repostbench" / "dev" / "pages.warc.gz"
 
@@ -83,12 +89,20 @@ def extraction_alone(pages: list[tuple[str, bytes]], processes: int, trafilatura
     return time.perf_counter() - started
 
 
-def pipeline_ingest(warc: Path) -> float:
+def pipeline_ingest(warc: Path, api_url: str | None = None) -> float:
+    """`reposts ingest` in a fresh process: on its temporary Prefect API, or
+    on the running Prefect server at `api_url`."""
     reposts = Path(sys.executable).with_name("reposts")
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         subprocess.run(
-            [str(reposts), "--db", f"{folder}/bench.duckdb", "ingest", str(warc)], check=True, stdout=subprocess.DEVNULL
+            [str(reposts), "--db", f"{folder}/bench.duckdb", "ingest", str(warc)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=env,
         )
         return time.perf_counter() - started
 
@@ -107,21 +121,35 @@ def main() -> int:
         pages = copied_warc(args.warc, args.copies, warc)
         defaults = extraction_alone(pages, 1, trafilatura_defaults=True)
         one = extraction_alone(pages, 1)
-        rounds = []
-        for _ in range(max(1, args.rounds)):
-            rounds.append((extraction_alone(pages, 2), pipeline_ingest(warc)))
-    two, ingest = (statistics.median(r[i] for r in rounds) for i in (0, 1))
-    ratio = statistics.median(i / t for t, i in rounds)
+        # a running Prefect server, as scheduled runs have (`make ui`), for the
+        # ingest measured without the temporary API's start-up
+        server = LocalPrefect(Path(folder) / "prefect", port=free_port(), log_dir=Path(folder))
+        server.start_server()
+        try:
+            rounds = []
+            for _ in range(max(1, args.rounds)):
+                two = extraction_alone(pages, 2)
+                rounds.append((two, pipeline_ingest(warc), pipeline_ingest(warc, server.api_url)))
+        finally:
+            server.stop()
+    two, ingest, on_server = (statistics.median(r[i] for r in rounds) for i in (0, 1, 2))
+    ratio = statistics.median(i / t for t, i, _ in rounds)
+    ratio_on_server = statistics.median(s / t for t, _, s in rounds)
     print(f"pages:                                        {len(pages)}  ({args.copies} x {args.warc.name})")
     print(f"trafilatura's defaults (+ metadata), 1 process: {defaults:4.1f} s")
     print(f"trafilatura extraction alone, 1 process:      {one:6.1f} s")
-    for number, (t, i) in enumerate(rounds, start=1):
-        print(f"round {number}: extraction in 2 processes {t:5.1f} s, reposts ingest {i:5.1f} s, ratio {i / t:4.2f}")
+    for number, (t, i, o) in enumerate(rounds, start=1):
+        print(
+            f"round {number}: extraction in 2 processes {t:5.1f} s; reposts ingest {i:5.1f} s (ratio {i / t:4.2f}), "
+            f"on a running server {o:5.1f} s (ratio {o / t:4.2f})"
+        )
     print(f"trafilatura extraction alone, 2 processes:    {two:6.1f} s  (median)")
     print(f"reposts ingest, start-up included:            {ingest:6.1f} s  (median)")
     print(f"ratio ingest / trafilatura's defaults:        {ingest / defaults:6.2f}")
     print(f"ratio ingest / extraction in 1 process:       {ingest / one:6.2f}")
     print(f"ratio ingest / extraction in 2 processes:     {ratio:6.2f}  (median of the rounds; limit 1.3)")
+    print(f"reposts ingest on a running Prefect server:   {on_server:6.1f} s  (median)")
+    print(f"ratio of that / extraction in 2 processes:    {ratio_on_server:6.2f}  (median of the rounds)")
     return 0
 
 

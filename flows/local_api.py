@@ -49,7 +49,8 @@ runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on loopback that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -88,7 +89,7 @@ class TemporaryAPI:
         return api
 
     def _spawn(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         # Prefect's own switches for its temporary server: no UI, only the
         # services a temporary server runs (prefect.server.api.server, 3.9)
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
