@@ -291,10 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     from dedup.archive import ArchiveError
     from dedup.clean import RuleError
     from dedup.store import StoreError
+    from flows.local_api import TemporaryAPIError
 
     try:
         return args.func(args)
-    except (UserError, StoreError, ArchiveError, RuleError) as exc:
+    except (UserError, StoreError, ArchiveError, RuleError, TemporaryAPIError) as exc:
         print(f"reposts: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

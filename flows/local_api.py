@@ -17,6 +17,7 @@ test harness) uses that API; the temporary server is then stopped unused.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# A line of a traceback that names the exception (`sqlite3.OperationalError: ...`).
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit): ")
 # How often the health endpoint is asked while the server starts.
 _POLL_S = 0.05
 # Ports taken by another program between our probe and the server's bind: tries.
@@ -66,6 +69,10 @@ def _prefect_package() -> Path:
     return Path(spec.origin).parent
 
 
+class TemporaryAPIError(RuntimeError):
+    """The temporary server did not start; the message says why, in one line."""
+
+
 class TemporaryAPI:
     """Prefect's temporary API server, as Prefect itself would start it for one run."""
 
@@ -90,6 +97,8 @@ class TemporaryAPI:
 
     def _spawn(self) -> None:
         self.port = free_port()
+        self._log.seek(0)
+        self._log.truncate()
         # Prefect's own switches for its temporary server: no UI, only the
         # services a temporary server runs (prefect.server.api.server, 3.9)
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -123,10 +132,10 @@ class TemporaryAPI:
         tries = 1
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                if tries >= _START_TRIES:
-                    raise RuntimeError(f"Prefect's temporary API server stopped at start-up: {self._last_error()}")
+                if tries >= _START_TRIES or not self._port_was_taken():
+                    raise TemporaryAPIError(f"Prefect's temporary API server stopped at start-up: {self._last_error()}")
                 tries += 1
-                self._spawn()  # most likely the port was taken meanwhile
+                self._spawn()
                 continue
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
@@ -136,12 +145,22 @@ class TemporaryAPI:
                 pass
             time.sleep(_POLL_S)
         self.stop()
-        raise RuntimeError(f"Prefect's temporary API server did not answer within {timeout_s:.0f} s")
+        raise TemporaryAPIError(
+            f"Prefect's temporary API server did not answer within {timeout_s:.0f} s "
+            "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS gives it longer)"
+        )
+
+    def _port_was_taken(self) -> bool:
+        """Another program took the port between our probe and the server's bind."""
+        self._log.seek(0)
+        return b"address already in use" in self._log.read().lower()
 
     def _last_error(self) -> str:
+        """The server's last exception, in one line (else its last line, else its exit status)."""
         self._log.seek(0)
         lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit status {self.process.returncode}"
+        raised = [line for line in lines if _RAISED.match(line)]
+        return (raised or lines or [f"exit status {self.process.returncode}"])[-1][:300]
 
     @contextmanager
     def serving(self) -> Iterator[str | None]:

@@ -98,3 +98,27 @@ def test_the_temporary_server_goes_when_the_run_that_started_it_is_killed():
             os.killpg(run.pid, signal.SIGKILL)  # whatever is left of the group
         except ProcessLookupError:
             pass
+
+
+def test_a_temporary_server_that_cannot_start_is_one_line_and_leaves_the_database_alone(tmp_path):
+    db = str(tmp_path / "kept.duckdb")
+    warc = story_warc(tmp_path / "stories.warc.gz")
+    env = {**_clean_env(), "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path}/missing/prefect.db"}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("reposts")), "--db", db, "ingest", str(warc)],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "reposts: error: Prefect's temporary API server stopped at start-up: "
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) unable to open database file"
+    ]
+    con = duckdb.connect(db, read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM documents").fetchone() == (0,)
+    finally:
+        con.close()
