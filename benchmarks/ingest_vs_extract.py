@@ -18,7 +18,9 @@ Four wall times:
   linking, provenance and the DuckDB writes;
 - the same ingest with PREFECT_API_URL naming a running Prefect server (one
   the benchmark starts, as `make ui` does): what a scheduled run pays, without
-  the temporary API's start-up.
+  the temporary API's start-up;
+- `reposts ingest` of a WARC file of one page: what every run pays before
+  its first page (Python, Prefect, its temporary API, the workers).
 
 The two-process extraction and the ingest are measured in turn, `--rounds`
 times (default 3), and the ratio is the median of the rounds' ratios: on a
@@ -54,9 +56,9 @@ from flows.ui import LocalPrefect  # noqa: E402
 DEFAULT_WARC = Path(__file__).resolve().parents[1].parent / "shared" / "repostbench" / "dev" / "pages.warc.gz"
 
 
-def copied_warc(source: Path, copies: int, out: Path) -> list[tuple[str, bytes]]:
-    """Write the source's HTML pages `copies` times (under /copy-k/ paths) and return them."""
-    pages = [(p.url, p.html, p.content_type or "text/html") for p in read_warc(source) if p.ok]
+def copied_warc(source: Path, copies: int, out: Path, limit: int | None = None) -> list[tuple[str, bytes]]:
+    """Write the source's HTML pages (the first `limit`) `copies` times (under /copy-k/ paths) and return them."""
+    pages = [(p.url, p.html, p.content_type or "text/html") for p in read_warc(source) if p.ok][:limit]
     written = []
     with open(out, "wb") as stream:
         writer = WARCWriter(stream, gzip=True)
@@ -119,6 +121,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         warc = Path(folder) / "bench.warc.gz"
         pages = copied_warc(args.warc, args.copies, warc)
+        one_page = Path(folder) / "one.warc.gz"
+        copied_warc(args.warc, 1, one_page, limit=1)
         defaults = extraction_alone(pages, 1, trafilatura_defaults=True)
         one = extraction_alone(pages, 1)
         # a running Prefect server, as scheduled runs have (`make ui`), for the
@@ -126,10 +130,11 @@ def main() -> int:
         server = LocalPrefect(Path(folder) / "prefect", port=free_port(), log_dir=Path(folder))
         server.start_server()
         try:
-            rounds = []
+            rounds, start_ups = [], []
             for _ in range(max(1, args.rounds)):
                 two = extraction_alone(pages, 2)
                 rounds.append((two, pipeline_ingest(warc), pipeline_ingest(warc, server.api_url)))
+                start_ups.append(pipeline_ingest(one_page))
         finally:
             server.stop()
     two, ingest, on_server = (statistics.median(r[i] for r in rounds) for i in (0, 1, 2))
@@ -150,6 +155,7 @@ def main() -> int:
     print(f"ratio ingest / extraction in 2 processes:     {ratio:6.2f}  (median of the rounds; limit 1.3)")
     print(f"reposts ingest on a running Prefect server:   {on_server:6.1f} s  (median)")
     print(f"ratio of that / extraction in 2 processes:    {ratio_on_server:6.2f}  (median of the rounds)")
+    print(f"reposts ingest of one page (start-up):        {statistics.median(start_ups):6.1f} s  (median)")
     return 0
 
 
