@@ -59,13 +59,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def answers_health(api_url: str) -> bool:
+    """Whether the Prefect API at `api_url` answers its health check now."""
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _prefect_package() -> Path:
     """Where the `prefect` package lives, found without importing it."""
     import importlib.util
 
     spec = importlib.util.find_spec("prefect")
     if spec is None or spec.origin is None:
-        raise RuntimeError("Prefect is not installed in this environment")
+        raise TemporaryAPIError("Prefect is not installed in this environment")
     return Path(spec.origin).parent
 
 
@@ -79,7 +88,7 @@ class TemporaryAPI:
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
-        self._log = tempfile.TemporaryFile()
+        self._log = None  # the server's output, for the reason it stopped
 
     @property
     def url(self) -> str:
@@ -87,9 +96,11 @@ class TemporaryAPI:
 
     @classmethod
     def start(cls) -> TemporaryAPI:
-        """Start the server now, unless the environment already names an API.
-        (A profile that names one is found later, in `serving`, once Prefect
-        is imported: the server is then stopped unused.)"""
+        """Start the server now, unless the environment names an API already,
+        or this process has imported Prefect (whose settings may name one, as
+        the test harness's do; with none, Prefect starts its own server). A
+        profile that names an API is found in `serving`, once Prefect is
+        imported: the server is then stopped unused."""
         api = cls()
         if not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules:
             api._spawn()
@@ -97,6 +108,8 @@ class TemporaryAPI:
 
     def _spawn(self) -> None:
         self.port = free_port()
+        if self._log is None:
+            self._log = tempfile.TemporaryFile()
         self._log.seek(0)
         self._log.truncate()
         # Prefect's own switches for its temporary server: no UI, only the
@@ -137,12 +150,8 @@ class TemporaryAPI:
                 tries += 1
                 self._spawn()
                 continue
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if answers_health(self.url):
+                return
             time.sleep(_POLL_S)
         self.stop()
         raise TemporaryAPIError(
@@ -195,3 +204,6 @@ class TemporaryAPI:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

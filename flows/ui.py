@@ -16,9 +16,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from flows.local_api import answers_health
 
 PROJECT = Path(__file__).resolve().parents[1]
 WORK_POOL = "reposts"
@@ -69,12 +69,8 @@ class LocalPrefect:
         while time.monotonic() < deadline:
             if server.poll() is not None:
                 raise RuntimeError(f"the Prefect server stopped at start-up; see {self.log_dir / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if answers_health(self.api_url):
+                return
             time.sleep(0.5)
         raise RuntimeError(f"the Prefect server did not answer within {timeout_s:.0f} s; see {self.log_dir / 'server.log'}")
 
