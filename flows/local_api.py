@@ -31,6 +31,8 @@ from pathlib import Path
 
 # A line of a traceback that names the exception (`sqlite3.OperationalError: ...`).
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit): ")
+# How long a run's last logs and events may take to reach the server.
+_DRAIN_S = 5.0
 # How often the health endpoint is asked while the server starts.
 _POLL_S = 0.05
 # Ports taken by another program between our probe and the server's bind: tries.
@@ -76,6 +78,17 @@ def _prefect_package() -> Path:
     if spec is None or spec.origin is None:
         raise TemporaryAPIError("Prefect is not installed in this environment")
     return Path(spec.origin).parent
+
+
+def _send_what_prefect_queued() -> None:
+    """Let Prefect send the logs and events it still holds (an interrupted
+    run's crash report among them) while the server is there to take them.
+    Prefect, stopping its own temporary server at exit, drains them first too."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=_DRAIN_S, at_exit=False)
 
 
 class TemporaryAPIError(RuntimeError):
@@ -138,6 +151,9 @@ class TemporaryAPI:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            # not in the run's process group: Ctrl-C interrupts the run, which
+            # still needs the server to record how its flow run ended
+            start_new_session=True,
         )
 
     def _wait_healthy(self, timeout_s: float) -> None:
@@ -185,7 +201,10 @@ class TemporaryAPI:
         try:
             self._wait_healthy(settings.server.ephemeral.startup_timeout_seconds)
             with temporary_settings(updates={PREFECT_API_URL: self.url}):
-                yield self.url
+                try:
+                    yield self.url
+                finally:
+                    _send_what_prefect_queued()
         finally:
             self.stop()
 

@@ -5,6 +5,7 @@ its flow against it, and the server goes when the run is killed."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -70,6 +71,18 @@ def test_a_command_line_run_serves_its_flow_from_a_server_it_started_without_imp
         con.close()
     assert flow_run_id, "the flow ran without a Prefect API"
     assert pages == 80
+    # the server took the run's last events before it stopped: its database
+    # (in PREFECT_HOME, where `make ui` would show it) has the run and every task run finished
+    prefect_db = sqlite3.connect(Path(os.environ["PREFECT_HOME"]) / "prefect.db")
+    try:
+        flow_state = prefect_db.execute("SELECT state_type FROM flow_run WHERE id = ?", (flow_run_id,)).fetchone()
+        task_states = prefect_db.execute(
+            "SELECT state_type, count(*) FROM task_run WHERE flow_run_id = ? GROUP BY 1", (flow_run_id,)
+        ).fetchall()
+    finally:
+        prefect_db.close()
+    assert flow_state == ("COMPLETED",)
+    assert dict(task_states) == {"COMPLETED": 1}  # one batch of 80 pages: one link task
 
 
 def test_the_temporary_server_goes_when_the_run_that_started_it_is_killed():
