@@ -151,9 +151,11 @@ class TemporaryAPI:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-            # not in the run's process group: Ctrl-C interrupts the run, which
-            # still needs the server to record how its flow run ended
-            start_new_session=True,
+            # on Linux, where it dies with the run anyway, not in the run's
+            # process group: Ctrl-C interrupts the run, which still needs the
+            # server to record how its flow run ended (elsewhere, killing the
+            # run's process group is what takes the server along)
+            start_new_session=sys.platform.startswith("linux"),
         )
 
     def _wait_healthy(self, timeout_s: float) -> None:
