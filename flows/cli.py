@@ -133,29 +133,29 @@ def _read_sources(args: argparse.Namespace) -> list:
 
 def cmd_crawl(args: argparse.Namespace) -> int:
     sources = _read_sources(args)
-    api = _local_prefect()
-    from dedup.batch import run_description
-    from dedup.store import Store
-    from flows.pipeline import crawl_flow
-
     pages = [s.url for s in sources if s.kind == "page"]
     progress = Progress(len(pages) if len(pages) == len(sources) else None, "crawl")
-    try:
-        with api, Store(_db_path(args)).exclusive_run(run_description("crawl", len(sources))), api.serving():
-            summary = crawl_flow(
-                pages,
-                feeds=[s.url for s in sources if s.kind == "feed"],
-                sitemaps=[s.url for s in sources if s.kind == "sitemap"],
-                refresh=args.refresh,
-                dask_address=args.dask,
-                db=_db_path(args),
-                settings=_settings(args),
-                workers=args.workers,
-                allow_private_network=args.allow_private_network,
-                progress=progress,
-            )
-    finally:
-        progress.close()
+    with _local_prefect() as api:
+        from dedup.batch import run_description
+        from dedup.store import Store
+        from flows.pipeline import crawl_flow
+
+        try:
+            with Store(_db_path(args)).exclusive_run(run_description("crawl", len(sources))), api.serving():
+                summary = crawl_flow(
+                    pages,
+                    feeds=[s.url for s in sources if s.kind == "feed"],
+                    sitemaps=[s.url for s in sources if s.kind == "sitemap"],
+                    refresh=args.refresh,
+                    dask_address=args.dask,
+                    db=_db_path(args),
+                    settings=_settings(args),
+                    workers=args.workers,
+                    allow_private_network=args.allow_private_network,
+                    progress=progress,
+                )
+        finally:
+            progress.close()
     _print_summary(summary, _db_path(args))
     return 0
 
