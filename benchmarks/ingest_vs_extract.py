@@ -132,8 +132,7 @@ def main() -> int:
         try:
             rounds, start_ups = [], []
             for _ in range(max(1, args.rounds)):
-                two = extraction_alone(pages, 2)
-                rounds.append((two, pipeline_ingest(warc), pipeline_ingest(warc, server.api_url)))
+                rounds.append((extraction_alone(pages, 2), pipeline_ingest(warc), pipeline_ingest(warc, server.api_url)))
                 start_ups.append(pipeline_ingest(one_page))
         finally:
             server.stop()

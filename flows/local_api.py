@@ -177,15 +177,18 @@ class TemporaryAPI:
             "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS gives it longer)"
         )
 
+    def _output(self) -> str:
+        """What the server has written so far."""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
     def _port_was_taken(self) -> bool:
         """Another program took the port between our probe and the server's bind."""
-        self._log.seek(0)
-        return b"address already in use" in self._log.read().lower()
+        return "address already in use" in self._output().lower()
 
     def _last_error(self) -> str:
         """The server's last exception, in one line (else its last line, else its exit status)."""
-        self._log.seek(0)
-        lines = [line.strip() for line in self._log.read().decode("utf-8", "replace").splitlines() if line.strip()]
+        lines = [line.strip() for line in self._output().splitlines() if line.strip()]
         raised = [line for line in lines if _RAISED.match(line)]
         return (raised or lines or [f"exit status {self.process.returncode}"])[-1][:300]
 

@@ -3,7 +3,6 @@ the LSH index in a real redis-server give the same database as the in-process ru
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
@@ -14,6 +13,7 @@ import pytest
 from dedup.batch import Settings
 from dedup.fingerprint import FingerprintConfig, fingerprints
 from dedup.link import CandidateIndex, LinkConfig, RedisCandidateIndex
+from flows.local_api import free_port
 from flows.pipeline import ingest_flow
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
 from tests.test_stages import answers, write_warc
@@ -69,10 +69,7 @@ def dask_cluster():
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = free_port()
     folder = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen(
         [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],

@@ -4,7 +4,6 @@ that runs the flow in its own process, and the artifacts read back through
 the Prefect client."""
 
 import json
-import socket
 
 import duckdb
 from prefect.client.orchestration import get_client
@@ -12,14 +11,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.local_api import free_port
 from flows.ui import LocalPrefect
 from tests.test_flows import serve_story_web
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_crawl_deployment_runs_on_a_worker_and_leaves_its_summary(tmp_path, httpserver):
