@@ -38,6 +38,21 @@ _POLL_S = 0.05
 # Ports taken by another program between our probe and the server's bind: tries.
 _START_TRIES = 3
 
+# Prefect's own switches for its temporary server (no UI, only the services
+# a temporary server runs: prefect.server.api.server, 3.9), and no block
+# registration at start-up. Registering is memoized, but checking the memo
+# imports every installed Prefect collection (prefect-dask, so Dask's
+# `distributed`) to hash their block types: 1.2 of the server's 6 CPU-s of
+# start-up here. A run records flow and task runs, and needs no block types;
+# a full server (`make ui`, `prefect server start`) registers them.
+_SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+    "PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false",
+    "PREFECT_SERVER_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false",
+}
+
 
 # Run in the server's process before uvicorn starts: Linux terminates it when
 # the run that started it dies (killed with -9 included); elsewhere, or if
@@ -125,9 +140,7 @@ class TemporaryAPI:
             self._log = tempfile.TemporaryFile()
         self._log.seek(0)
         self._log.truncate()
-        # Prefect's own switches for its temporary server: no UI, only the
-        # services a temporary server runs (prefect.server.api.server, 3.9)
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env = {**os.environ, **_SERVER_ENV}
         self.process = subprocess.Popen(
             [
                 sys.executable,

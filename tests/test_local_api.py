@@ -85,6 +85,32 @@ def test_a_command_line_run_serves_its_flow_from_a_server_it_started_without_imp
     assert dict(task_states) == {"COMPLETED": 1}  # one batch of 80 pages: one link task
 
 
+# what the settings of a Prefect server started with the temporary server's environment say
+READ_SERVER_SETTINGS = """
+import json
+from prefect.settings import Settings
+server = Settings().server
+print(json.dumps([server.ui.enabled, server.register_blocks_on_start, server.memoize_block_auto_registration]))
+"""
+
+
+def test_the_temporary_servers_switches_are_settings_prefect_reads():
+    # an environment variable Prefect does not know is ignored without a word:
+    # a renamed setting would bring back the start-up cost it switches off
+    from flows.local_api import _SERVER_ENV
+
+    done = subprocess.run(
+        [sys.executable, "-c", READ_SERVER_SETTINGS],
+        cwd=PROJECT,
+        env={**_clean_env(), **_SERVER_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [False, False, False]
+
+
 def test_the_temporary_server_goes_when_the_run_that_started_it_is_killed():
     run = subprocess.Popen(
         [sys.executable, "-c", SERVE_AND_WAIT],
