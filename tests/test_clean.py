@@ -164,8 +164,16 @@ def test_a_rule_applies_only_in_its_zone(tmp_path: Path):
     every_zone = "".join(_zone_rule(z) for z in ("anywhere", "head", "tail"))
     # the first rule that matches, in file order, among those of the paragraph's zones
     assert {w: rules_found(every_zone, at) for w, at in placed.items()} == {w: ["mine.anywhere"] for w in placed}
-    assert {w: rules_found(_zone_rule("head"), at) for w, at in placed.items()} == {"head": ["mine.head"], "middle": [], "tail": []}
-    assert {w: rules_found(_zone_rule("tail"), at) for w, at in placed.items()} == {"head": [], "middle": [], "tail": ["mine.tail"]}
+    assert {w: rules_found(_zone_rule("head"), at) for w, at in placed.items()} == {
+        "head": ["mine.head"],
+        "middle": [],
+        "tail": [],
+    }
+    assert {w: rules_found(_zone_rule("tail"), at) for w, at in placed.items()} == {
+        "head": [],
+        "middle": [],
+        "tail": ["mine.tail"],
+    }
     # the packaged rules keep to the edges: a disclaimer mid-article stays
     middle = strip_markers(article(story[: placed["middle"]] + [SEED_DISCLAIMER] + story[placed["middle"] :]), CONFIG)
     assert SEED_DISCLAIMER in middle.body and middle.markers == ()
