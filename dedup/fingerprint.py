@@ -219,6 +219,11 @@ def _murmur3_finalizer(values: np.ndarray, constants: tuple[int, int, int, int, 
     return values ^ (values >> shift3)
 
 
+def mix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer of uint32 values: a bijection that spreads them evenly."""
+    return _murmur3_finalizer(values, _FINALIZER_32)
+
+
 class MinHasher:
     """datasketch's permutations for one configuration, applied to many shingle sets at once."""
 
@@ -235,7 +240,7 @@ class MinHasher:
         if self.config.scheme == "affine64":
             return _murmur3_finalizer(shingle_set.astype(np.uint64), _FINALIZER_64)
         folded = (shingle_set ^ (shingle_set >> np.uint64(32))).astype(np.uint32)
-        return _murmur3_finalizer(folded, _FINALIZER_32)
+        return mix32(folded)
 
     def hashvalues(self, shingle_sets: Sequence[np.ndarray]) -> np.ndarray:
         """The MinHash values of each shingle set, one row per set (num_perm columns)."""

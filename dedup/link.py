@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from datasketch import LeanMinHash
 
-from dedup.fingerprint import FingerprintConfig, lean_minhash
+from dedup.fingerprint import FingerprintConfig, lean_minhash, mix32
 from dedup.models import Edge, Similarity
 
 
@@ -74,10 +74,15 @@ _MANIFEST = "index.json"
 _ROW_BITS = np.uint64(32)
 _ROW_MASK = np.uint64(0xFFFFFFFF)
 
-# Band tables with at least this many pages are searched through fences (see
-# _BandTable._fenced_search), one key in every _FENCE_STEP.
-_FENCED_FROM = 1 << 16
-_FENCE_STEP = 16
+# How the saved tables are laid out (band keys mixed, see `band_keys`): tables
+# saved in another layout are not used, and the index is built again.
+_TABLE_FORMAT = 2
+
+
+def _directory_bits(n: int) -> int:
+    """The leading bits of a band key that index a table of `n` pages'
+    directory: one slot for every two to four entries of a band."""
+    return max(1, n.bit_length() - 2)
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,26 @@ class Candidates:
 class _BandTable:
     """The band keys of a set of documents, sorted per band. Each entry packs a
     32-bit key and the document's row (key << 32 | row) in one uint64, so a
-    plain sort orders them (numpy sorts integers much faster than it argsorts)."""
+    plain sort orders them (numpy sorts integers much faster than it argsorts).
 
-    def __init__(self, doc_ids: np.ndarray, entries: np.ndarray, saved_as: str | None = None) -> None:
+    A key is found through the band's directory: where the entries whose keys
+    start with each value of their leading bits begin (keys are spread evenly,
+    see `CandidateIndex.band_keys`, so a slot holds a few entries). The
+    entries of every query's slot, in every band, are read and compared at
+    once: one gather, where a binary search per band waits on a cache miss at
+    each of its last steps in a large table and costs a numpy call per band
+    in a small one."""
+
+    def __init__(
+        self, doc_ids: np.ndarray, entries: np.ndarray, saved_as: str | None = None, directory: np.ndarray | None = None
+    ) -> None:
         """`entries`: one sorted row of packed entries per band (see `of_keys`);
-        `saved_as`: the name of the files that hold this table, if any."""
+        `saved_as`: the name of the files that hold this table, if any;
+        `directory`: the saved one (else it is made on the first search)."""
         self.doc_ids = doc_ids
         self.entries = entries
         self.saved_as = saved_as
-        self._fences: np.ndarray | None = None  # made on the first fenced search
+        self._directory = directory
 
     @classmethod
     def of_keys(cls, doc_ids: np.ndarray, keys: np.ndarray) -> _BandTable:
@@ -140,62 +156,44 @@ class _BandTable:
             entries[band] = np.sort(both, kind="stable")
         return _BandTable(np.concatenate([self.doc_ids, later.doc_ids]), entries)
 
+    def directory(self) -> np.ndarray:
+        """Per band, where the entries of each slot start (one row of
+        2**_directory_bits(len) + 1 positions per band; the last is the band's end)."""
+        if self._directory is None:
+            n_bands, n = self.entries.shape
+            bits = _directory_bits(n)
+            directory = np.zeros((n_bands, (1 << bits) + 1), dtype=np.int32 if n < 2**31 else np.int64)
+            shift = np.uint64(64 - bits)
+            for band in range(n_bands):
+                counts = np.bincount((self.entries[band] >> shift).astype(np.intp), minlength=1 << bits)
+                directory[band, 1:] = np.cumsum(counts)
+            self._directory = directory
+        return self._directory
+
     def hits(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query number, doc_id) of every band key the queries share with the
-        table, once per band they share it in."""
+        """(query number, doc_id) of every band key the queries (one row of
+        band keys each) share with the table, once per band they share it in."""
         n_bands, n = self.entries.shape
-        # the keys of each band searched in sorted order: numpy's binary search
-        # starts from the previous answer, which keeps a large table's pages in cache
-        order = np.argsort(queries, axis=0)
-        wanted = np.ascontiguousarray(np.take_along_axis(queries, order, axis=0).T, dtype=np.uint64)
-        low, counts = self._fenced_search(wanted) if n >= _FENCED_FROM else self._search(wanted)
-        counts = counts.ravel()
-        total = int(counts.sum())
+        nothing = np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        if not n or not len(queries):
+            return nothing
+        directory = self.directory()
+        keys = np.ascontiguousarray(queries.T).ravel()  # band after band
+        slots = (keys >> np.uint32(32 - _directory_bits(n))).astype(np.intp).reshape(n_bands, -1)
+        bands = np.arange(n_bands)[:, None]
+        starts = directory[bands, slots].astype(np.int64).ravel()
+        sizes = directory[bands, slots + 1].ravel() - starts
+        total = int(sizes.sum())
         if not total:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-        # positions in the flattened table (band after band) of every hit
-        first = (low + np.arange(n_bands, dtype=np.int64)[:, None] * n).ravel()
-        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        positions = np.repeat(first, counts) + offsets
-        rows = self.entries.reshape(-1)[positions] & _ROW_MASK
-        return np.repeat(order.T.ravel(), counts), self.doc_ids[rows.astype(np.int64)]
-
-    def _search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each key's entries start in its band, and how many there are
-        (`keys`: one sorted row of keys per band, as uint64)."""
-        low, counts = np.empty(keys.shape, dtype=np.int64), np.empty(keys.shape, dtype=np.int64)
-        for band, table in enumerate(self.entries):
-            low[band] = np.searchsorted(table, keys[band] << _ROW_BITS, side="left")
-            counts[band] = np.searchsorted(table, (keys[band] << _ROW_BITS) | _ROW_MASK, side="right") - low[band]
-        return low, counts
-
-    def _fenced_search(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`_search` on a large table: a binary search over every _FENCE_STEP-th
-        key of the band (small, it stays in cache), then one read of the
-        _FENCE_STEP + 1 entries between two fences, for every band at once. A
-        binary search over the whole band waits on a cache miss at each of
-        its last steps: 1.7 times slower at a million pages (and faster below
-        65,536, where numpy's per-call cost dominates the fenced one)."""
-        n_bands, n = self.entries.shape
-        if self._fences is None:
-            self._fences = np.ascontiguousarray(self.entries[:, ::_FENCE_STEP] >> _ROW_BITS, dtype=np.uint32)
-        segment = np.empty(keys.shape, dtype=np.int64)
-        for band in range(n_bands):
-            segment[band] = np.searchsorted(self._fences[band], keys[band].astype(np.uint32), side="left")
-        start = np.maximum(segment - 1, 0) * _FENCE_STEP
-        at = start[:, :, None] + np.arange(_FENCE_STEP + 1)
-        inside = at < n
-        np.minimum(at, n - 1, out=at)
-        at += (np.arange(n_bands, dtype=np.int64) * n)[:, None, None]
-        block = self.entries.reshape(-1)[at] >> _ROW_BITS
-        key = keys[:, :, None]
-        low = start + np.count_nonzero((block < key) & inside, axis=2)
-        counts = np.count_nonzero((block == key) & inside, axis=2)
-        # a run of entries that may go on past its block: counted in full
-        for band, query in zip(*np.nonzero((block[:, :, -1] == keys) & inside[:, :, -1]), strict=True):
-            end = np.searchsorted(self.entries[band], (keys[band, query] << _ROW_BITS) | _ROW_MASK, side="right")
-            counts[band, query] = end - low[band, query]
-        return low, counts
+            return nothing
+        # every entry of every (band, query) slot, read from the flattened
+        # table (band after band): the i-th one read is at i + the shift of its slot
+        looked_up = np.repeat(np.arange(len(sizes)), sizes)
+        shift = starts + (np.arange(len(sizes)) // len(queries)) * n - (np.cumsum(sizes) - sizes)
+        entries = self.entries.reshape(-1)[np.arange(total) + shift[looked_up]]
+        shared = (entries >> _ROW_BITS).astype(np.uint32) == keys[looked_up]
+        rows = (entries[shared] & _ROW_MASK).astype(np.int64)
+        return looked_up[shared] % len(queries), self.doc_ids[rows]
 
 
 class CandidateIndex:
@@ -228,7 +226,13 @@ class CandidateIndex:
             )
         self.bands, self.rows = link.lsh_bands, link.lsh_rows
         self.folder = folder
-        self.stamp = {**(stamp or {}), "lsh_bands": self.bands, "lsh_rows": self.rows, **fingerprint.params()}
+        self.stamp = {
+            **(stamp or {}),
+            "table_format": _TABLE_FORMAT,
+            "lsh_bands": self.bands,
+            "lsh_rows": self.rows,
+            **fingerprint.params(),
+        }
         self._tables: list[_BandTable] = []
         self._max_id = 0
 
@@ -236,10 +240,13 @@ class CandidateIndex:
         return sum(len(t) for t in self._tables)
 
     def band_keys(self, hashvalues: np.ndarray) -> np.ndarray:
-        """One 32-bit key per band for each signature (rows of `hashvalues`)."""
+        """One 32-bit key per band for each signature (rows of `hashvalues`),
+        mixed: MinHash values are minima, crowded near zero, and the tables'
+        directories want keys spread evenly (a bijection, so two bands share a
+        key exactly when they share their values)."""
         used = hashvalues[:, : self.bands * self.rows]
         if self.rows == 1 and used.dtype == np.uint32:
-            return np.ascontiguousarray(used)
+            return mix32(np.ascontiguousarray(used))
         parts = used.reshape(len(used), self.bands, self.rows).astype(np.uint64)
         keys = parts[:, :, 0].copy()
         for row in range(1, self.rows):
@@ -248,7 +255,7 @@ class CandidateIndex:
         # several values (or 64-bit ones) folded to 32 bits: two different bands
         # of values that fold to one key only add a candidate, which
         # verification drops
-        return (keys ^ (keys >> np.uint64(32))).astype(np.uint32)
+        return mix32((keys ^ (keys >> np.uint64(32))).astype(np.uint32))
 
     def _fresh(self, doc_ids: np.ndarray) -> np.ndarray:
         """Which of these doc_ids the index does not hold yet (and, from now on, holds).
@@ -284,11 +291,15 @@ class CandidateIndex:
                 doc_ids = np.load(self.folder / f"{name}.doc_ids.npy")
                 # mapped, not read: the pages a query touches are read when touched
                 entries = np.load(self.folder / f"{name}.entries.npy", mmap_mode="r").view(np.ndarray)
+                directory = np.load(self.folder / f"{name}.directory.npy", mmap_mode="r").view(np.ndarray)
             except (OSError, ValueError):
                 return 0
-            if entries.shape != (self.bands, len(doc_ids)):
+            if entries.shape != (self.bands, len(doc_ids)) or directory.shape != (
+                self.bands,
+                (1 << _directory_bits(len(doc_ids))) + 1,
+            ):
                 return 0
-            tables.append(_BandTable(doc_ids, entries, saved_as=name))
+            tables.append(_BandTable(doc_ids, entries, saved_as=name, directory=directory))
         if sum(len(t) for t in tables) != count:
             return 0
         self._tables, self._max_id = tables, through
@@ -304,7 +315,7 @@ class CandidateIndex:
         for table in self._tables:
             if table.saved_as is None:
                 name = f"bands-{uuid.uuid4().hex}"
-                for part, array in (("doc_ids", table.doc_ids), ("entries", table.entries)):
+                for part, array in (("doc_ids", table.doc_ids), ("entries", table.entries), ("directory", table.directory())):
                     with open(self.folder / f"{name}.{part}.npy", "wb") as out:
                         np.save(out, array)
                         out.flush()
@@ -319,7 +330,7 @@ class CandidateIndex:
         partial = self.folder / f"{_MANIFEST}.partial"
         partial.write_text(json.dumps(manifest, indent=1))
         os.replace(partial, self.folder / _MANIFEST)
-        keep = {f"{name}.{part}.npy" for name in manifest["tables"] for part in ("doc_ids", "entries")} | {_MANIFEST}
+        keep = {f"{name}.{part}.npy" for name in manifest["tables"] for part in ("doc_ids", "entries", "directory")} | {_MANIFEST}
         for path in self.folder.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)

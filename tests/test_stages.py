@@ -25,7 +25,6 @@ from dedup.fingerprint import (
     shingle_strings,
 )
 from dedup.link import (
-    _FENCE_STEP,
     CandidateIndex,
     Candidates,
     LinkConfig,
@@ -330,22 +329,48 @@ def test_similarity_on_hash_arrays_equals_set_arithmetic():
         assert sim.a_in_b == common / len(sa) and sim.b_in_a == common / len(sb)
 
 
-def test_a_large_table_searched_through_fences_finds_what_a_binary_search_does():
+@pytest.mark.parametrize("n", [1, 5, 3000])
+def test_a_table_found_through_its_directory_finds_every_shared_key(n):
     rng = np.random.default_rng(11)
-    doc_ids = np.arange(1, 3001)
-    # few distinct keys: runs of entries far longer than the space between two fences
-    keys = np.concatenate([rng.integers(0, 40, size=(1500, 8)), rng.integers(0, 2**32, size=(1500, 8))]).astype(np.uint32)
+    doc_ids = np.arange(1, n + 1) * 3
+    # few distinct keys in half the table (runs of entries far longer than a
+    # directory slot), and keys that differ only in their last bits
+    keys = rng.integers(0, 2**32, size=(n, 8), dtype=np.uint64)
+    keys[: n // 2] = rng.integers(0, 40, size=(n // 2, 8))
+    keys[n // 2 : n // 2 + 20] = (keys[n // 2 : n // 2 + 20] & ~np.uint64(0xFF)) | np.uint64(7)
+    keys = keys.astype(np.uint32)
     table = _BandTable.of_keys(doc_ids, keys)
-    queries = np.concatenate([np.arange(0, 45), rng.integers(0, 2**32, size=40), keys[1600:1640, 0], [2**32 - 1]]).astype(
-        np.uint64
+    queries = np.concatenate(
+        [
+            np.tile(np.arange(0, 45, dtype=np.uint32)[:, None], (1, 8)),
+            rng.integers(0, 2**32, size=(20, 8), dtype=np.uint64).astype(np.uint32),
+            keys[-30:],
+            keys[n // 2 : n // 2 + 20] ^ np.uint32(1),  # the same slot, another key
+            np.full((1, 8), 2**32 - 1, dtype=np.uint32),
+        ]
     )
-    queries.sort()
-    by_band = np.tile(queries, (8, 1))
-    low, counts = table._fenced_search(by_band)
-    expected_low, expected_counts = table._search(by_band)
-    assert low.tolist() == expected_low.tolist()
-    assert counts.tolist() == expected_counts.tolist()
-    assert counts.max() > 2 * _FENCE_STEP  # runs longer than a block were counted in full
+    query, found = table.hits(queries)
+    expected = sorted(
+        (q, int(doc_ids[row]))
+        for q in range(len(queries))
+        for band in range(8)
+        for row in np.flatnonzero(keys[:, band] == queries[q, band])
+    )
+    assert sorted(zip(query.tolist(), found.tolist(), strict=True)) == expected
+    assert len(expected) >= 8 * min(n, 30)  # at least the rows queried with their own keys
+
+
+def test_saved_tables_of_another_layout_are_not_used(tmp_path):
+    rng = np.random.default_rng(4)
+    values = rng.integers(0, 2**32, size=(300, FP.num_perm), dtype=np.uint64).astype(FP.dtype)
+    saved = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
+    saved.load([(np.arange(1, 301), values)])
+    saved.save()
+    manifest = tmp_path / "lsh" / "index.json"
+    older = json.loads(manifest.read_text())
+    older["stamp"].pop("table_format")  # as runs before the directories saved it
+    manifest.write_text(json.dumps(older))
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
 
 
 def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):
