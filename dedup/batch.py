@@ -126,25 +126,26 @@ class Linker:
         self.store = store
         self.settings = settings
         fingerprinting = settings.fingerprint
-        self.index = candidate_index(settings.link, fingerprinting, store.database_id(), store.index_folder)
-        # the index an earlier run saved, then the signatures stored after it
-        indexed_through = self.index.resume(store.documents_through)
-        self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
+        with store.session():  # one connection for what a run reads first (opening a large file is not free)
+            self.index = candidate_index(settings.link, fingerprinting, store.database_id(), store.index_folder)
+            # the index an earlier run saved, then the signatures stored after it
+            indexed_through = self.index.resume(store.documents_through)
+            self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
+            # every stored page's size in shingles, by doc_id (-1: none stored), for
+            # the candidate filter; the run's pages are added as they come
+            doc_ids, n_shingles = store.shingle_counts()
+            # the run is the only writer (it holds the run lock), so the stored URLs
+            # are read once and kept up to date here
+            self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
+            # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
+            self._host_pages = store.host_page_counts()
+        self._next_id = int(doc_ids.max(initial=0)) + 1
+        self._sizes = np.full(self._next_id, -1, dtype=np.int64)
+        self._sizes[doc_ids] = n_shingles
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
         self._shingles: dict[int, np.ndarray] = {}
         self._cached_hashes = 0
-        # every stored page's size in shingles, by doc_id (-1: none stored), for
-        # the candidate filter; the run's pages are added as they come
-        doc_ids, n_shingles = store.shingle_counts()
-        self._next_id = int(doc_ids.max(initial=0)) + 1
-        self._sizes = np.full(self._next_id, -1, dtype=np.int64)
-        self._sizes[doc_ids] = n_shingles
-        # the run is the only writer (it holds the run lock), so the stored URLs
-        # are read once and kept up to date here
-        self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
-        # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
-        self._host_pages = store.host_page_counts()
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         """Link, cluster and store one batch, over one database connection."""

@@ -299,9 +299,11 @@ class Store:
     def database_id(self) -> str:
         """This database's own id, made on first use (it names its LSH index in Redis)."""
         with self.connect() as con:
-            row = con.execute("SELECT value FROM meta WHERE key = 'database.id'").fetchone()
-            if row:
-                return row[0]
+            # fetched to the end (fetchall): a result left open keeps the
+            # connection from relational queries in the same session
+            rows = con.execute("SELECT value FROM meta WHERE key = 'database.id'").fetchall()
+            if rows:
+                return rows[0][0]
             value = uuid.uuid4().hex
             con.execute("INSERT INTO meta VALUES ('database.id', ?)", [value])
             return value
@@ -338,7 +340,7 @@ class Store:
     def documents_through(self, doc_id: int) -> int:
         """How many stored pages have a doc_id up to `doc_id`."""
         with self.connect() as con:
-            return con.execute("SELECT count(*) FROM documents WHERE doc_id <= ?", [doc_id]).fetchone()[0]
+            return con.execute("SELECT count(*) FROM documents WHERE doc_id <= ?", [doc_id]).fetchall()[0][0]
 
     def signature_chunks(
         self, dtype: np.dtype, num_perm: int, rows: int = 100_000, after_doc_id: int = 0
@@ -350,8 +352,12 @@ class Store:
         with self.connect() as con:
             # the reader streams: the caller reads every chunk before querying the store again
             query = con.sql(f"SELECT doc_id, minhash FROM documents WHERE doc_id > {int(after_doc_id)} ORDER BY doc_id")
-            for batch in query.to_arrow_reader(batch_size=rows):
-                yield batch.column(0).to_numpy(), self._signature_matrix(batch.column(1), dtype, num_perm)
+            reader = query.to_arrow_reader(batch_size=rows)
+            try:
+                for batch in reader:
+                    yield batch.column(0).to_numpy(), self._signature_matrix(batch.column(1), dtype, num_perm)
+            finally:
+                reader.close()  # the connection takes other queries once its result is closed
 
     def shingle_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored page's (doc_id, n_shingles), as two arrays (through Arrow:
