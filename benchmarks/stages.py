@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -204,6 +205,10 @@ def incremental_full(path: Path, limit: int | None) -> tuple[int, float]:
         shutil.copy(database_file(path), db)
         if index_folder(database_file(path)).is_dir():  # the LSH index the base's run saved
             shutil.copytree(index_folder(database_file(path)), index_folder(db))
+        # the copy written out before the clock starts: the run's first sync
+        # would otherwise wait for gigabytes of it (a user's database is not
+        # copied the moment before a run)
+        os.sync()
         return link_into(str(db), (r for r in texts(path) if r["doc"] >= base_size(path)))
 
 
