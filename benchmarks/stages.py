@@ -1,6 +1,6 @@
 """Each stage after extraction on a synthetic corpus, against naive baselines measured in the same run.
 
-    python benchmarks/stages.py [--sizes 10000,100000] [--sample 10000]
+    python benchmarks/stages.py [--sizes 10000,100000] [--sample 10000] [--rounds 3]
 
 For each corpus size (benchmarks/corpus.py, cached under benchmarks/.cache)
 it prints documents per second and memory (each measurement runs in a fresh
@@ -17,7 +17,8 @@ libraries already loaded) for:
 - link+store: the Linker (candidates, exact verification, clusters,
   provenance, one DuckDB transaction per batch of 200) into an empty database;
 - incremental: 10,000 more documents into the database of the whole corpus,
-  against the same 10,000 into an empty database.
+  against the same 10,000 into an empty database, the two measured in turn
+  `--rounds` times (default 3); the median of the rounds' ratios is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -271,7 +273,7 @@ def line(label: str, result: dict, ratio: str = "") -> None:
     )
 
 
-def report(size: int, sample: int, parts: set[str]) -> None:
+def report(size: int, sample: int, parts: set[str], rounds: int) -> None:
     # the corpus holds the base documents and the 10,000 added incrementally
     path = corpus_file(size + ADDED)
     sample = min(sample, size)
@@ -279,7 +281,7 @@ def report(size: int, sample: int, parts: set[str]) -> None:
     if "fingerprint" in parts or "lsh" in parts:
         report_fingerprint_and_lsh(path, sample, parts)
     if "link" in parts or "incremental" in parts:
-        report_link(path, size, build="link" in parts)
+        report_link(path, size, build="link" in parts, rounds=rounds)
 
 
 def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None:
@@ -304,7 +306,7 @@ def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None
     )
 
 
-def report_link(path: Path, size: int, build: bool = True) -> None:
+def report_link(path: Path, size: int, build: bool = True, rounds: int = 3) -> None:
     if build:
         linked = measure("link+store", path)
         line(f"link+store, {size:,} into an empty database", linked)
@@ -315,18 +317,30 @@ def report_link(path: Path, size: int, build: bool = True) -> None:
         # a base built before runs saved their LSH index: save it as its run would have
         store = open_store(str(database_file(path)), SETTINGS)
         Linker(store, SETTINGS).save_index()
-    full = measure("incremental-full", path)
-    empty = measure("incremental-empty", path)
-    line(f"incremental: {ADDED:,} into a database of {size:,}", full)
-    line(f"incremental: {ADDED:,} into an empty database", empty)
-    print(f"  -> incremental cost: {full['seconds'] / empty['seconds']:.2f}x the empty database's (limit 2)")
+    # measured in turn, `rounds` times: the machine's speed drifts between
+    # two measures of a few seconds each, and one pair's ratio drifts with it
+    ratios = []
+    for number in range(1, rounds + 1):
+        full = measure("incremental-full", path)
+        empty = measure("incremental-empty", path)
+        ratios.append(full["seconds"] / empty["seconds"])
+        line(f"incremental {number}: {ADDED:,} into a database of {size:,}", full)
+        line(f"incremental {number}: {ADDED:,} into an empty database", empty, f"ratio {ratios[-1]:.2f}")
+    print(f"  -> incremental cost: {statistics.median(ratios):.2f}x the empty database's (median of {rounds}; limit 2)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000", help="corpus sizes, comma-separated (1000000 takes a while)")
     parser.add_argument("--sample", type=int, default=10_000, help="documents for the slow baselines")
-    parser.add_argument("--parts", default="fingerprint,lsh,link", help="which measurements (fingerprint, lsh, link; incremental: only the incremental ones, on the database link built)")
+    parser.add_argument(
+        "--parts",
+        default="fingerprint,lsh,link",
+        help="which measurements (fingerprint, lsh, link; incremental: only the incremental ones, on the database link built)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated measures of the incremental cost (the median ratio is reported)"
+    )
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
@@ -335,7 +349,7 @@ def main() -> int:
         return child(args.child, args.corpus, args.limit)
     CACHE.mkdir(exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        report(size, args.sample, set(args.parts.split(",")))
+        report(size, args.sample, set(args.parts.split(",")), max(1, args.rounds))
     return 0
 
 
