@@ -352,12 +352,8 @@ class Store:
         with self.connect() as con:
             # the reader streams: the caller reads every chunk before querying the store again
             query = con.sql(f"SELECT doc_id, minhash FROM documents WHERE doc_id > {int(after_doc_id)} ORDER BY doc_id")
-            reader = query.to_arrow_reader(batch_size=rows)
-            try:
-                for batch in reader:
-                    yield batch.column(0).to_numpy(), self._signature_matrix(batch.column(1), dtype, num_perm)
-            finally:
-                reader.close()  # the connection takes other queries once its result is closed
+            for batch in query.to_arrow_reader(batch_size=rows):
+                yield batch.column(0).to_numpy(), self._signature_matrix(batch.column(1), dtype, num_perm)
 
     def shingle_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Every stored page's (doc_id, n_shingles), as two arrays (through Arrow:
