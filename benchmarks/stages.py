@@ -306,7 +306,7 @@ def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None
     )
 
 
-def report_link(path: Path, size: int, build: bool = True, rounds: int = 3) -> None:
+def report_link(path: Path, size: int, build: bool, rounds: int) -> None:
     if build:
         linked = measure("link+store", path)
         line(f"link+store, {size:,} into an empty database", linked)
