@@ -25,7 +25,7 @@ from dedup.boilerplate import BoilerplateConfig, HostLines, edge_lines
 from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
-from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_hashes
+from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_sets
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
@@ -274,8 +274,9 @@ class Linker:
 
     def _remember_stored(self, doc_ids: set[int]) -> None:
         """Make the shingle sets of stored pages from their bodies (one read)."""
-        for doc_id, body in self.store.bodies(doc_ids).items():
-            self._remember(doc_id, shingle_hashes(body, self.settings.fingerprint))
+        bodies = self.store.bodies(doc_ids)
+        for doc_id, shingle_set in zip(bodies, shingle_sets(list(bodies.values()), self.settings.fingerprint), strict=True):
+            self._remember(doc_id, shingle_set)
 
     def _forget_if_full(self) -> None:
         """Start the shingle cache over between batches once it holds too much."""

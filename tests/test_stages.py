@@ -21,7 +21,9 @@ from dedup.fingerprint import (
     fingerprint,
     fingerprints,
     lean_minhash,
+    shingle_hash,
     shingle_hashes,
+    shingle_sets,
     shingle_strings,
 )
 from dedup.link import (
@@ -97,6 +99,26 @@ def test_shingle_set_is_the_distinct_hashes_sorted():
     assert np.all(hashes[1:] > hashes[:-1])
     assert len(hashes) == len(set(shingle_strings(text, FP))) == 7  # 8 shingles, one twice
     assert len(shingle_hashes("", FP)) == 0
+
+
+def test_texts_shingled_together_get_the_sets_of_their_own_shingle_strings():
+    texts = [
+        " ".join(CANAL_STORY),
+        "",
+        "short one",
+        "!!! ...",
+        "运河管理处宣布九月份将排干旧运河的水",
+        "运河",
+        BAKERY_STORY[0],
+        "the mayor of 南京 opened the new canal lock",
+    ]
+    # enough of them to be tokenized in several groups, each text at several places in a group
+    texts = [t for i in range(60) for t in [*texts[i % len(texts) :], *texts[: i % len(texts)]]]
+    sets = shingle_sets(texts, FP)
+    assert len(sets) == len(texts)
+    for text, found in zip(texts, sets, strict=True):
+        expected = sorted({shingle_hash(s.encode("utf-8")) for s in shingle_strings(text, FP)})
+        assert found.tolist() == expected, text
 
 
 @pytest.mark.parametrize("scheme", ["affine32", "affine64"])
