@@ -16,7 +16,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -367,10 +367,10 @@ class Store:
         if not doc_ids:
             return np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=dtype), np.empty(0, dtype=np.int64)
         with self.connect() as con:
-            table = con.sql(
-                "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))",
-                params=[sorted(doc_ids)],
-            ).to_arrow_table()
+            table = pa.concat_tables(
+                con.sql(sql).to_arrow_table()
+                for sql in _index_lookups("SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN ({ids})", doc_ids)
+            )
         minhash = table.column(1).combine_chunks() if table.num_rows else pa.array([], type=pa.binary())
         return table.column(0).to_numpy(), self._signature_matrix(minhash, dtype, num_perm), table.column(2).to_numpy()
 
@@ -409,26 +409,21 @@ class Store:
         if not cluster_ids:
             return []
         with self.connect() as con:
-            # the row ids first, over a narrow column; then those rows
-            rowids = con.execute(
-                "SELECT rowid FROM documents WHERE cluster_id = ANY(?::BIGINT[])", [sorted(cluster_ids)]
-            ).fetchall()
-            rows = _rows_by_rowid(
+            rows = _fetch_by_index(
                 con,
-                "documents",
-                "doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name",
-                [r for (r,) in rowids],
+                "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name"
+                " FROM documents WHERE cluster_id IN ({ids})",
+                cluster_ids,
             )
-            ids = [r[0] for r in rows]
-            con.execute("CREATE OR REPLACE TEMP TABLE found_docs AS SELECT unnest(?::BIGINT[]) AS doc_id", [ids])
-            marker_rows = con.execute(
-                "SELECT doc_id, text FROM markers WHERE marks_copy AND doc_id IN (SELECT doc_id FROM found_docs) ORDER BY doc_id, position"
-            ).fetchall()
-            attribution_rows = con.execute(
-                "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN (SELECT doc_id FROM found_docs)"
-            ).fetchall()
+            ids = {r[0] for r in rows}
+            marker_rows = _fetch_by_index(
+                con, "SELECT doc_id, text, position FROM markers WHERE doc_id IN ({ids}) AND marks_copy", ids
+            )
+            attribution_rows = _fetch_by_index(
+                con, "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN ({ids})", ids
+            )
         markers: dict[int, list[str]] = {}
-        for doc_id, text in marker_rows:
+        for doc_id, text, _ in sorted(marker_rows, key=lambda r: (r[0], r[2])):
             markers.setdefault(doc_id, []).append(text)
         attributions: dict[int, list[Attribution]] = {}
         for doc_id, kind, strength, name, url in attribution_rows:
@@ -457,17 +452,14 @@ class Store:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rowids = con.execute("SELECT rowid FROM documents WHERE doc_id = ANY(?::BIGINT[])", [sorted(doc_ids)]).fetchall()
-            rows = _rows_by_rowid(con, "documents", "doc_id, body", [r for (r,) in rowids])
+            rows = _fetch_by_index(con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", doc_ids)
         return {doc_id: body or "" for doc_id, body in rows}
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rows = con.execute(
-                "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN (SELECT unnest(?::BIGINT[]))", [sorted(doc_ids)]
-            ).fetchall()
+            rows = _fetch_by_index(con, "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN ({ids})", doc_ids)
         return dict(rows)
 
     def clusters_before(self, cluster_ids: set[int]) -> dict[int, tuple[int | None, int]]:
@@ -475,10 +467,9 @@ class Store:
         if not cluster_ids:
             return {}
         with self.connect() as con:
-            rows = con.execute(
-                "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN (SELECT unnest(?::BIGINT[]))",
-                [sorted(cluster_ids)],
-            ).fetchall()
+            rows = _fetch_by_index(
+                con, "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN ({ids})", cluster_ids
+            )
         return {c: (o, s) for c, o, s in rows}
 
     def pairs_among(self, doc_ids: set[int]) -> dict[tuple[int, int], Similarity]:
@@ -652,6 +643,26 @@ DOCUMENT_COLUMNS = (
 
 def _marker_row(doc_id: int, marker: Marker) -> list:
     return [doc_id, marker.kind, marker.rule, marker.text, marker.position, marker.marks_copy]
+
+
+# DuckDB finds rows through an ART index (a primary key, or CREATE INDEX) for
+# `column IN (1, 2, ...)` written out as literals, when fewer rows match than
+# its index_scan_max_count (2048); a list parameter or a join with a list
+# scans the whole column instead (at a million pages, 5 to 20 ms a query).
+INDEX_LOOKUP_IDS = 2048
+
+
+def _index_lookups(sql: str, ids: Iterable[int]) -> Iterator[str]:
+    """`sql` with its `{ids}` filled in with integer literals, one query per
+    INDEX_LOOKUP_IDS of them (at least one query)."""
+    ordered = sorted({int(i) for i in ids})
+    for start in range(0, max(1, len(ordered)), INDEX_LOOKUP_IDS):
+        yield sql.format(ids=",".join(map(str, ordered[start : start + INDEX_LOOKUP_IDS])) or "NULL")
+
+
+def _fetch_by_index(con: duckdb.DuckDBPyConnection, sql: str, ids: Iterable[int]) -> list[tuple]:
+    """The rows of `sql` (see `_index_lookups`) for all of `ids`."""
+    return [row for query in _index_lookups(sql, ids) for row in con.execute(query).fetchall()]
 
 
 def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, rowids: list[int]) -> list[tuple]:
