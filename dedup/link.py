@@ -498,14 +498,19 @@ def plausible_duplicates(matching_bands: np.ndarray, n_a: np.ndarray, n_b: np.nd
     countable = small >= config.min_shingles_for_containment
     least_jaccard = np.where(countable, np.minimum(config.min_jaccard, contained), config.min_jaccard)
     bands, p = config.lsh_bands, least_jaccard**config.lsh_rows
-    # P(agreeing on at most `matching` bands), summed term by term up to the largest count asked about
+    plausible = matching >= bands * p  # as many as a near-duplicate's mean, or more
+    # for the others, P(agreeing on at most `matching` bands), summed term by
+    # term up to the largest count among them (a copy's 128 bands need no sum)
+    doubtful = np.flatnonzero(~plausible)
+    matching, p = matching[doubtful], p[doubtful]
     tail = np.zeros(len(matching))
     term = (1.0 - p) ** bands  # P(0 bands)
     for k in range(int(matching.max(initial=-1)) + 1):
         if k:
             term = term * (bands - k + 1) / k * p / np.maximum(1.0 - p, 1e-300)
         tail += np.where(matching >= k, term, 0.0)
-    return (matching >= bands * p) | (tail >= config.candidate_miss_rate)
+    plausible[doubtful] = tail >= config.candidate_miss_rate
+    return plausible
 
 
 def is_near_duplicate(sim: Similarity, n_a: int, n_b: int, config: LinkConfig) -> bool:
