@@ -516,9 +516,7 @@ class Store:
                 if touched:
                     con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT unnest(?::BIGINT[]) AS cluster_id", [touched])
                     created = dict(
-                        con.execute(
-                            "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)"
-                        ).fetchall()
+                        _fetch_by_index(con, "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN ({ids})", touched)
                     )
                     con.execute("DELETE FROM reposts WHERE cluster_id IN (SELECT cluster_id FROM touched)")
                     con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)")
