@@ -664,7 +664,7 @@ def _fetch_by_index(con: duckdb.DuckDBPyConnection, sql: str, ids: Iterable[int]
 
 
 def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, rowids: list[int]) -> list[tuple]:
-    """Some rows of a table, read by row id (a semi join reads only those rows)."""
+    """Some rows of a table, read by row id (a semi join: DuckDB scans the table with the ids as a filter)."""
     if not rowids:
         return []
     return con.execute(
