@@ -6,10 +6,7 @@ stored signatures, then adds each batch before linking it.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,7 @@ from datasketch import LeanMinHash
 
 from dedup.fingerprint import FingerprintConfig, lean_minhash, mix32
 from dedup.models import Edge, Similarity
+from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays
 
 
 @dataclass(frozen=True)
@@ -313,15 +311,12 @@ class CandidateIndex:
         then remove the files it no longer names."""
         if self.folder is None or not self._tables:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
         for table in self._tables:
             if table.saved_as is None:
-                name = f"bands-{uuid.uuid4().hex}"
-                for part, array in (("doc_ids", table.doc_ids), ("entries", table.entries), ("directory", table.directory())):
-                    with open(self.folder / f"{name}.{part}.npy", "wb") as out:
-                        np.save(out, array)
-                        out.flush()
-                        os.fsync(out.fileno())
+                name = new_name("bands")
+                save_arrays(
+                    self.folder, name, (("doc_ids", table.doc_ids), ("entries", table.entries), ("directory", table.directory()))
+                )
                 table.saved_as = name
         manifest = {
             "stamp": self.stamp,
@@ -329,25 +324,15 @@ class CandidateIndex:
             "documents": len(self),
             "tables": [t.saved_as for t in self._tables],
         }
-        partial = self.folder / f"{_MANIFEST}.partial"
-        partial.write_text(json.dumps(manifest, indent=1))
-        os.replace(partial, self.folder / _MANIFEST)
-        keep = {f"{name}.{part}.npy" for name in manifest["tables"] for part in ("doc_ids", "entries", "directory")} | {_MANIFEST}
-        for path in self.folder.iterdir():
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
+        replace_manifest(
+            self.folder,
+            _MANIFEST,
+            manifest,
+            [(name, part) for name in manifest["tables"] for part in ("doc_ids", "entries", "directory")],
+        )
 
     def _saved_manifest(self) -> dict | None:
-        if self.folder is None:
-            return None
-        try:
-            manifest = json.loads((self.folder / _MANIFEST).read_text())
-        except (OSError, ValueError):
-            return None
-        fields = {"stamp": dict, "indexed_through": int, "documents": int, "tables": list}
-        if not isinstance(manifest, dict) or any(not isinstance(manifest.get(k), t) for k, t in fields.items()):
-            return None
-        return manifest
+        return read_manifest(self.folder, _MANIFEST, {"stamp": dict, "indexed_through": int, "documents": int, "tables": list})
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add stored signatures in bulk: (doc_ids, hashvalues matrix) chunks."""
