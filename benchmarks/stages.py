@@ -172,7 +172,7 @@ def prepared_batch(rows: list[dict]) -> PreparedBatch:
 
 def link_into(db: str, rows) -> tuple[int, float]:
     """Link and store the rows as a run does; timed: the linker's start (it
-    loads the stored index), its batches, its index save and the closing of
+    loads the stored index), its batches, what it saves for the next run and the closing of
     the run's connection, not the reading of the corpus or the fingerprints."""
     store = open_store(db, SETTINGS)
     run_id = store.start_run("bench", None, {})
@@ -188,7 +188,7 @@ def link_into(db: str, rows) -> tuple[int, float]:
             elapsed += time.perf_counter() - started
             n += len(batch)
         started = time.perf_counter()
-        linker.save_index()  # as a run does at its end
+        linker.save_for_next_run()  # as a run does at its end
     elapsed += time.perf_counter() - started
     return n, elapsed
 
@@ -198,6 +198,7 @@ def link_store(path: Path, limit: int | None) -> tuple[int, float]:
     db = database_file(path)
     db.unlink(missing_ok=True)
     shutil.rmtree(index_folder(db), ignore_errors=True)
+    shutil.rmtree(Store(db).shingles_folder, ignore_errors=True)
     return link_into(str(db), (r for r in texts(path) if r["doc"] < base_size(path)))
 
 
@@ -205,8 +206,11 @@ def incremental_full(path: Path, limit: int | None) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "full.duckdb"
         shutil.copy(database_file(path), db)
-        if index_folder(database_file(path)).is_dir():  # the LSH index the base's run saved
-            shutil.copytree(index_folder(database_file(path)), index_folder(db))
+        base = Store(database_file(path))
+        # the LSH index and the latest pages' shingle sets the base's run saved
+        for saved, copy in ((base.index_folder, index_folder(db)), (base.shingles_folder, Store(db).shingles_folder)):
+            if saved.is_dir():
+                shutil.copytree(saved, copy)
         # the copy written out before the clock starts: the run's first sync
         # would otherwise wait for gigabytes of it (a user's database is not
         # copied the moment before a run)
@@ -316,7 +320,7 @@ def report_link(path: Path, size: int, build: bool, rounds: int) -> None:
     elif not index_folder(database_file(path)).is_dir():
         # a base built before runs saved their LSH index: save it as its run would have
         store = open_store(str(database_file(path)), SETTINGS)
-        Linker(store, SETTINGS).save_index()
+        Linker(store, SETTINGS).save_for_next_run()
     # measured in turn, `rounds` times: the machine's speed drifts between
     # two measures of a few seconds each, and one pair's ratio drifts with it
     ratios = []

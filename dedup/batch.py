@@ -29,6 +29,7 @@ from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shin
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
+from dedup.recent import RecentShingleSets
 from dedup.store import BatchWrite, Store
 
 
@@ -127,7 +128,8 @@ class Linker:
         self.settings = settings
         fingerprinting = settings.fingerprint
         with store.session():  # one connection for what a run reads first (opening a large file is not free)
-            self.index = candidate_index(settings.link, fingerprinting, store.database_id(), store.index_folder)
+            database_id = store.database_id()
+            self.index = candidate_index(settings.link, fingerprinting, database_id, store.index_folder)
             # the index an earlier run saved, then the signatures stored after it
             indexed_through = self.index.resume(store.documents_through)
             self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
@@ -139,6 +141,13 @@ class Linker:
             self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
             # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
+            # the latest stored pages' shingle sets, as earlier runs saved them
+            self.recent = RecentShingleSets(
+                store.shingles_folder,
+                stamp={"database_id": database_id, **fingerprinting.params()},
+                budget=settings.link.recent_shingle_hashes,
+            )
+            self.recent.open(lambda first, last: store.documents_through(last) - store.documents_through(first - 1))
         self._next_id = int(doc_ids.max(initial=0)) + 1
         self._sizes = np.full(self._next_id, -1, dtype=np.int64)
         self._sizes[doc_ids] = n_shingles
@@ -250,6 +259,8 @@ class Linker:
         )
         self._known_urls |= seen
         for page in pages:
+            self.recent.add(page.doc_id, page.signature.shingles)
+        for page in pages:
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
             self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy))
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
@@ -258,23 +269,34 @@ class Linker:
         stats.originals_found = sum(1 for c in clusters if c.original_doc_id is not None and len(c.members) > 1)
         return stats
 
-    def save_index(self) -> str | None:
-        """Keep the LSH index for the next run (call once the run's batches are
-        stored). What is stored does not depend on it: if it cannot be written,
-        the reason is returned (one line) and the next run rebuilds the index."""
-        try:
-            self.index.save()
-        except OSError as exc:
-            return f"the LSH index was not saved ({exc.strerror or exc}: {exc.filename}); the next run rebuilds it"
-        return None
+    def save_for_next_run(self) -> list[str]:
+        """Keep the LSH index and the latest pages' shingle sets for the next
+        run (call once the run's batches are stored). What is stored does not
+        depend on them: what cannot be written is returned (one line each), and
+        the next run rebuilds the index, or reads those pages' bodies."""
+        problems = []
+        for saving, what, instead in (
+            (self.index.save, "the LSH index", "the next run rebuilds it"),
+            (self.recent.save, "the latest pages' shingle sets", "the next run reads those pages' bodies instead"),
+        ):
+            try:
+                saving()
+            except OSError as exc:
+                problems.append(f"{what} was not saved ({exc.strerror or exc}: {exc.filename}); {instead}")
+        return problems
 
     def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
         self._shingles[doc_id] = shingle_set
         self._cached_hashes += len(shingle_set)
 
     def _remember_stored(self, doc_ids: set[int]) -> None:
-        """Make the shingle sets of stored pages from their bodies (one read)."""
-        bodies = self.store.bodies(doc_ids)
+        """The shingle sets of stored pages: those of the latest pages as a run
+        saved them, the others made from their bodies (one read)."""
+        for doc_id, shingle_set in self.recent.get(doc_ids).items():
+            # a saved set of another size is not this page's (a database put back from a copy)
+            if len(shingle_set) == self._sizes[doc_id]:
+                self._remember(doc_id, shingle_set)
+        bodies = self.store.bodies({d for d in doc_ids if d not in self._shingles})
         for doc_id, shingle_set in zip(bodies, shingle_sets(list(bodies.values()), self.settings.fingerprint), strict=True):
             self._remember(doc_id, shingle_set)
 

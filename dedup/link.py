@@ -54,6 +54,11 @@ class LinkConfig:
     # datasketch's MinHashLSH keeps it between runs, shared by every process
     # that links into the same database.
     redis_url: str | None = None
+    # The shingle sets of the latest stored pages, up to this many hashes
+    # (8 bytes each: 400 MB for about 150,000 pages), are kept on disk next
+    # to the database, so verifying a copy of a recent page does not read
+    # and shingle its body again (see dedup/recent.py). 0 keeps none.
+    recent_shingle_hashes: int = 50_000_000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.candidate_miss_rate < 1.0:
@@ -64,6 +69,8 @@ class LinkConfig:
                 raise ValueError(f"link.{name} must be in (0, 1], got {value}")
         if self.lsh_bands < 1 or self.lsh_rows < 1:
             raise ValueError("link.lsh_bands and link.lsh_rows must be at least 1")
+        if self.recent_shingle_hashes < 0:
+            raise ValueError(f"link.recent_shingle_hashes must be at least 0, got {self.recent_shingle_hashes}")
 
 
 # the file in an index folder that names its tables and what they were made for

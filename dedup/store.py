@@ -337,6 +337,11 @@ class Store:
         """Where the in-memory LSH index is saved between runs (next to the database file)."""
         return self.path.with_name(self.path.name + ".lsh")
 
+    @property
+    def shingles_folder(self) -> Path:
+        """Where the latest pages' shingle sets are saved between runs (next to the database file)."""
+        return self.path.with_name(self.path.name + ".shingles")
+
     def documents_through(self, doc_id: int) -> int:
         """How many stored pages have a doc_id up to `doc_id`."""
         with self.connect() as con:

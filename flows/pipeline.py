@@ -120,7 +120,7 @@ def _link_all(
                 monitor.progress(input_read)
                 if progress:
                     progress(n_pages)
-            if problem := linker.save_index():
+            for problem in linker.save_for_next_run():
                 get_run_logger().warning(problem)
     finally:
         ahead.close()

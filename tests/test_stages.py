@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import math
+import shutil
 from datetime import datetime
 
 import numpy as np
@@ -37,6 +38,7 @@ from dedup.link import (
 )
 from dedup.models import Page
 from dedup.provenance import aggregators_of
+from dedup.recent import RecentShingleSets
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
@@ -395,6 +397,28 @@ def test_saved_tables_of_another_layout_are_not_used(tmp_path):
     assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
 
 
+def noting_body_reads(store) -> list[set[int]]:
+    """The doc_ids of each read of stored bodies from now on (the real read, noted)."""
+    bodies_read: list[set[int]] = []
+    read_bodies = store.bodies
+
+    def bodies(doc_ids):
+        bodies_read.append(set(doc_ids))
+        return read_bodies(doc_ids)
+
+    store.bodies = bodies
+    return bodies_read
+
+
+def linked_rows(store) -> list[tuple]:
+    """Each page's cluster, its original and the page's repost row, by URL."""
+    with store.connect(read_only=True) as con:
+        return con.execute(
+            """SELECT d.url, d.cluster_id, c.original_doc_id, r.source_doc_id, r.jaccard, r.containment
+               FROM documents d JOIN clusters c USING (cluster_id) LEFT JOIN reposts r USING (doc_id) ORDER BY d.url"""
+        ).fetchall()
+
+
 def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):
     """An original and two digests that carry it whole with other stories, then
     a page of those other stories: it links to both digests (and joins their
@@ -418,26 +442,14 @@ def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):
 
     def stored(db, linker_per_batch: bool) -> tuple[list[tuple], list[set[int]]]:
         store = open_store(str(db), settings)
-        bodies_read: list[set[int]] = []
-        read_bodies = store.bodies
-
-        def bodies(doc_ids):
-            bodies_read.append(set(doc_ids))
-            return read_bodies(doc_ids)
-
-        store.bodies = bodies  # the real read, noted
+        bodies_read = noting_body_reads(store)
         run_id = store.start_run("ingest", None, {})
         linker = Linker(store, settings)
         for batch in ([canal, weekly, monthly], [bakery]):
             if linker_per_batch:
                 linker = Linker(store, settings)
             linker.link_batch(run_id, prepare_pages(batch, settings))
-        with store.connect(read_only=True) as con:
-            rows = con.execute(
-                """SELECT d.url, d.cluster_id, c.original_doc_id, r.source_doc_id, r.jaccard, r.containment
-                   FROM documents d JOIN clusters c USING (cluster_id) LEFT JOIN reposts r USING (doc_id) ORDER BY d.url"""
-            ).fetchall()
-        return rows, bodies_read
+        return linked_rows(store), bodies_read
 
     fresh, read_fresh = stored(tmp_path / "fresh.duckdb", linker_per_batch=True)
     warm, read_warm = stored(tmp_path / "warm.duckdb", linker_per_batch=False)
@@ -469,3 +481,86 @@ def test_the_linker_keeps_each_hosts_page_counts_as_the_database_has_them(tmp_pa
     assert aggregators_of(linker._host_pages, settings.provenance) == {"relay.example"}
     # a later run starts from the stored counts
     assert Linker(store, settings)._host_pages == linker._host_pages
+
+
+def test_saved_shingle_sets_come_back_as_saved_and_keep_only_the_latest(tmp_path):
+    rng = np.random.default_rng(8)
+    sets = {d: np.unique(rng.integers(0, 2**63, size=int(rng.integers(1, 60)), dtype=np.uint64)) for d in range(1, 301)}
+    stamp = {"database_id": "a"}
+
+    def reopened(budget=10_000, stamp=stamp, documents_between=lambda first, last: last - first + 1):
+        recent = RecentShingleSets(tmp_path / "sets", stamp, budget)
+        recent.open(documents_between)
+        return recent
+
+    first = reopened()
+    for doc_id in range(1, 101):
+        first.add(doc_id, sets[doc_id])
+    first.save()
+    # three smaller runs: each one's segment stays apart from the larger one before it
+    for start in (101, 121, 141):
+        run = reopened()
+        for doc_id in range(start, start + 20):
+            run.add(doc_id, sets[doc_id])
+        run.save()
+    found = reopened().get(range(0, 302))
+    assert found.keys() == set(range(1, 161))
+    assert all(np.array_equal(found[d], sets[d]) for d in found)
+    manifest = json.loads((tmp_path / "sets" / "segments.json").read_text())
+    # each small run's segment took in the one before it (not larger); the large first one stays apart
+    assert [(s["first"], s["last"]) for s in manifest["segments"]] == [(1, 100), (101, 160)]
+    assert {p.name.split(".")[0] for p in (tmp_path / "sets").glob("*.npy")} == {s["name"] for s in manifest["segments"]}
+    # a run past the budget: the oldest segments go once the newer ones hold it
+    budget = sum(len(sets[d]) for d in range(161, 301))
+    last = reopened(budget=budget)
+    for doc_id in range(161, 301):
+        last.add(doc_id, sets[doc_id])
+    last.save()
+    assert reopened(budget=budget).get(range(0, 302)).keys() == set(range(161, 301))
+    # not for another database, nor for one that no longer holds every page a segment names
+    assert reopened(stamp={"database_id": "b"}).get(range(0, 302)) == {}
+    assert reopened(documents_between=lambda first, last: last - first).get(range(0, 302)) == {}
+    (tmp_path / "sets" / "segments.json").write_text("[not a manifest")
+    assert reopened().get(range(0, 302)) == {}
+
+
+def test_a_later_run_verifies_copies_of_recent_pages_from_their_saved_shingle_sets(tmp_path):
+    """The run that stored the original saved its shingle set; the next run's
+    copy is verified against it without reading the original's body, and the
+    result is the one a run reading the body stores. A saved set that is not
+    the stored page's (another size) is passed over for the body."""
+    settings = Settings()
+    canal = fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY, published="2026-01-02T08:00:00"))
+    bakery = fetched("https://paper.example/bakery", article_html("Bakery", BAKERY_STORY))
+    copy = fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY[:-1], [SEED_DISCLAIMER]))
+
+    def second_run(db, before_second_run=lambda store: None) -> tuple[list[tuple], list[set[int]]]:
+        store = open_store(str(db), settings)
+        first = Linker(store, settings)
+        first.link_batch(store.start_run("ingest", None, {}), prepare_pages([canal, bakery], settings))
+        assert first.save_for_next_run() == []
+        before_second_run(store)
+        bodies_read = noting_body_reads(store)
+        Linker(store, settings).link_batch(store.start_run("ingest", None, {}), prepare_pages([copy], settings))
+        return linked_rows(store), bodies_read
+
+    def forget_saved_sets(store):
+        shutil.rmtree(store.shingles_folder)
+
+    def save_wrong_set(store):
+        shutil.rmtree(store.shingles_folder)
+        wrong = RecentShingleSets(
+            store.shingles_folder, {"database_id": store.database_id(), **settings.fingerprint.params()}, 10_000
+        )
+        wrong.add(1, np.arange(3, dtype=np.uint64))  # doc 1 is the canal story, of more shingles than 3
+        wrong.save()
+
+    saved, read_saved = second_run(tmp_path / "saved.duckdb")
+    from_bodies, read_from_bodies = second_run(tmp_path / "bodies.duckdb", forget_saved_sets)
+    wrong, read_wrong = second_run(tmp_path / "wrong.duckdb", save_wrong_set)
+    canal_id = 1
+    assert not any(read_saved)
+    assert {canal_id} in read_from_bodies and {canal_id} in read_wrong
+    assert saved == from_bodies == wrong
+    clusters = {url: (cluster_id, original, source) for url, cluster_id, original, source, *_ in saved}
+    assert clusters["https://relay.example/canal"] == (canal_id, canal_id, canal_id)
