@@ -67,15 +67,16 @@ class PreparedBatch:
 
 
 def prepare_pages(pages: list[FetchedPage], settings: Settings) -> PreparedBatch:
-    """Extract and clean each page, then fingerprint the batch's bodies together."""
+    """Extract and clean each page, then fingerprint the batch's bodies together.
+    The attempts come back without their HTML (see FetchedPage.without_body)."""
     outcomes: list[FetchedPage | tuple[FetchedPage, CleanedArticle]] = []
     for page in pages:
         try:
             article = extract_article(page, settings.extract)
         except ExtractionError as exc:
-            outcomes.append(_with_error(page, str(exc)))
+            outcomes.append(_with_error(page.without_body(), str(exc)))
             continue
-        outcomes.append((page, strip_markers(article, settings.clean)))
+        outcomes.append((page.without_body(), strip_markers(article, settings.clean)))
     cleaned = [o for o in outcomes if isinstance(o, tuple)]
     signatures = iter(fingerprints([c.body for _, c in cleaned], settings.fingerprint))
     prepared, fetches = [], []

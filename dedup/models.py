@@ -6,7 +6,7 @@ stage can be tested on its own and its contract is readable here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -20,7 +20,8 @@ class FetchedPage:
     """One fetch attempt or archive record, successful or not.
 
     `html` is the raw body (bytes, undecoded) when the attempt produced one;
-    `error` is a one-line reason when it did not.
+    `error` is a one-line reason when it did not. `n_bytes` is the body's
+    size, kept when the body is dropped (`without_body`).
     """
 
     url: str
@@ -32,14 +33,21 @@ class FetchedPage:
     html: bytes | None = None
     error: str | None = None
     elapsed_ms: int = 0
+    n_bytes: int | None = None  # len(html) when not given
+
+    def __post_init__(self) -> None:
+        if self.n_bytes is None:
+            object.__setattr__(self, "n_bytes", len(self.html) if self.html is not None else 0)
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.html is not None
 
-    @property
-    def n_bytes(self) -> int:
-        return len(self.html) if self.html is not None else 0
+    def without_body(self) -> FetchedPage:
+        """The attempt as it is recorded once its page is extracted: the body
+        is not carried further (from the workers back to the linker), its size
+        is. (`ok` is then False: there is no body left to extract.)"""
+        return replace(self, html=None, n_bytes=self.n_bytes)
 
 
 @dataclass(frozen=True)
