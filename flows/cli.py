@@ -24,7 +24,10 @@ def _local_prefect():
     """Set up Prefect for a run from the command line: quiet (a progress bar
     and a summary, not Prefect's chatter), and its temporary API server
     started now, before anything else (see flows/local_api.py)."""
+    # no telemetry, the server's or the client's (DO_NOT_TRACK: Prefect's SDK
+    # analytics): users did not ask for it, and there may be no internet
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("PREFECT_UI_ENABLED", "false")

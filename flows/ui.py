@@ -47,6 +47,7 @@ class LocalPrefect:
             PREFECT_SERVER_API_PORT=str(self.port),
             # no telemetry: there is no internet here, and users did not ask for it
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            DO_NOT_TRACK="1",  # the client's (SDK) analytics
             PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
             PREFECT_WORKER_QUERY_SECONDS="2",
         )

@@ -9,6 +9,7 @@ import tempfile
 # before Prefect is imported anywhere: its settings are read at import
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="reposts-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"  # nor the client's (SDK) analytics
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import pytest  # noqa: E402
