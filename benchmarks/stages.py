@@ -177,10 +177,10 @@ def link_into(db: str, rows) -> tuple[int, float]:
     store = open_store(db, SETTINGS)
     run_id = store.start_run("bench", None, {})
     elapsed, n = 0.0, 0
-    started = time.perf_counter()
-    linker = Linker(store, SETTINGS)
-    elapsed += time.perf_counter() - started
-    with store.holding():  # one connection from batch to batch, closed (checkpointed) at the end
+    with store.holding():  # one connection from the start to the last batch, closed (checkpointed) at the end
+        started = time.perf_counter()
+        linker = Linker(store, SETTINGS)
+        elapsed += time.perf_counter() - started
         for batch in batches(rows):
             prepared = prepared_batch(batch)
             started = time.perf_counter()

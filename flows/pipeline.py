@@ -107,11 +107,12 @@ def _link_all(
 ) -> BatchStats:
     """Link and store the prepared batches in input order, one transaction each,
     over one connection held from batch to batch (closed for readers while
-    the run waits for its workers, see Store.holding)."""
-    linker = Linker(store, settings, known_urls=ahead.stored_urls)
+    the run waits for its workers, see Store.holding); the linker's start
+    reads over it too."""
     total = BatchStats()
     try:
         with store.holding():
+            linker = Linker(store, settings, known_urls=ahead.stored_urls)
             for number, n_pages, input_read, future in ahead.in_order():
                 while not wait([future], timeout=WAIT_POLL_S).done:
                     store.let_readers_in()
