@@ -564,3 +564,20 @@ def test_a_later_run_verifies_copies_of_recent_pages_from_their_saved_shingle_se
     assert saved == from_bodies == wrong
     clusters = {url: (cluster_id, original, source) for url, cluster_id, original, source, *_ in saved}
     assert clusters["https://relay.example/canal"] == (canal_id, canal_id, canal_id)
+
+
+def test_prepared_pages_come_back_without_their_html_and_their_sizes_are_stored(tmp_path):
+    settings = Settings()
+    pages = [
+        fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY)),
+        fetched("https://paper.example/empty", "<html><body><p>Nothing here.</p></body></html>"),
+    ]
+    batch = prepare_pages(pages, settings)
+    assert [f.html for f in batch.fetches] == [None, None]
+    assert [f.n_bytes for f in batch.fetches] == [len(p.html) for p in pages]
+    assert batch.fetches[1].error.startswith("no article text")
+    store = open_store(str(tmp_path / "b.duckdb"), settings)
+    Linker(store, settings).link_batch(store.start_run("ingest", None, {}), batch)
+    with store.connect(read_only=True) as con:
+        stored = con.execute("SELECT url, bytes FROM fetches ORDER BY url").fetchall()
+    assert stored == sorted((p.url, len(p.html)) for p in pages)
