@@ -70,13 +70,85 @@ def fold(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
+class Regex:
+    """A rule's compiled regex, with strings one of which every match
+    contains (`required_literals`): `search` looks for them first (`in`, much
+    faster than the regex), since most paragraphs a rule is tried on are not
+    markers and carry none of them."""
+
+    __slots__ = ("literals", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.literals = required_literals(pattern)
+
+    def search(self, text: str) -> re.Match[str] | None:
+        if self.literals is not None:
+            for literal in self.literals:
+                if literal in text:
+                    break
+            else:
+                return None
+        return self.pattern.search(text)
+
+
+def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
+    """Strings one of which every match of `pattern` contains, read from its
+    parse: the most selective of the literal runs and groups a match must
+    go through (an alternation contributes the strings of all its branches).
+    None when there are none to be sure of (a branch, or the whole pattern,
+    that can match without a literal; a pattern that ignores case)."""
+    if pattern.flags & re.IGNORECASE:
+        return None
+    try:
+        parsed = re._parser.parse(pattern.pattern, pattern.flags)  # the stdlib's own parse of the pattern
+    except Exception:  # noqa: BLE001 - a parser of another Python version: no prefilter, same matches
+        return None
+    found = _sequence_literals(list(parsed))
+    return tuple(sorted(found)) if found else None
+
+
+def _sequence_literals(items: list) -> frozenset[str] | None:
+    """`required_literals` of a parsed sequence (list of (op, argument))."""
+    from re import _constants as ops
+
+    candidates: list[frozenset[str]] = []
+    run: list[str] = []
+    for op, argument in items:
+        if op is ops.LITERAL:
+            run.append(chr(argument))
+            continue
+        if run:
+            candidates.append(frozenset({"".join(run)}))
+            run = []
+        found = None
+        if op is ops.SUBPATTERN and not argument[1] & re.IGNORECASE:
+            found = _sequence_literals(list(argument[3]))
+        elif op is ops.ATOMIC_GROUP:
+            found = _sequence_literals(list(argument))
+        elif op in (ops.MAX_REPEAT, ops.MIN_REPEAT, ops.POSSESSIVE_REPEAT) and argument[0] >= 1:
+            found = _sequence_literals(list(argument[2]))
+        elif op is ops.BRANCH:
+            branches = [_sequence_literals(list(branch)) for branch in argument[1]]
+            found = frozenset().union(*branches) if all(branches) else None
+        # anything else (a class, any character, an anchor, a look-around, a
+        # back reference) asks for no particular string
+        if found:
+            candidates.append(found)
+    if run:
+        candidates.append(frozenset({"".join(run)}))
+    if not candidates:
+        return None
+    return max(candidates, key=lambda strings: (min(map(len, strings)), -len(strings)))
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
     kind: str
     lang: str
-    all: tuple[re.Pattern[str], ...]
-    none: tuple[re.Pattern[str], ...] = ()
+    all: tuple[Regex, ...]
+    none: tuple[Regex, ...] = ()
     max_chars: int = 600
     zone: str = "edges"
     marks_copy: bool = False
@@ -102,7 +174,7 @@ _HEAD_AND_TAIL = _HEAD | _TAIL
 @dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
-    guards: tuple[re.Pattern[str], ...] = ()
+    guards: tuple[Regex, ...] = ()
 
     def __post_init__(self) -> None:
         # the rules that apply in each place, in file order: a paragraph is
@@ -139,6 +211,10 @@ def _compile(pattern: object, where: str) -> re.Pattern[str]:
         raise RuleError(f"{where}: bad regular expression {pattern!r}: {exc}") from exc
 
 
+def _regex(pattern: object, where: str) -> Regex:
+    return Regex(_compile(pattern, where))
+
+
 def _rule_from_table(table: dict, where: str) -> Rule:
     rule_id = table.get("id")
     if not isinstance(rule_id, str) or not rule_id:
@@ -163,8 +239,8 @@ def _rule_from_table(table: dict, where: str) -> Rule:
         id=rule_id,
         kind=kind,
         lang=str(table.get("lang", "*")),
-        all=tuple(_compile(p, where) for p in patterns),
-        none=tuple(_compile(p, where) for p in table.get("none", [])),
+        all=tuple(_regex(p, where) for p in patterns),
+        none=tuple(_regex(p, where) for p in table.get("none", [])),
         max_chars=int(table.get("max_chars", 600)),
         zone=zone,
         marks_copy=bool(table.get("marks_copy", kind in ("disclaimer", "credit"))),
@@ -181,7 +257,7 @@ def load_rules(extra_dirs: tuple[Path, ...] = ()) -> RuleSet:
             raise RuleError(f"rule directory not found: {directory} (set REPOSTS_RULES_DIR to a folder of .toml rule files)")
         files.extend(sorted(directory.glob("*.toml")))
     rules: list[Rule] = []
-    guards: list[re.Pattern[str]] = []
+    guards: list[Regex] = []
     seen: set[str] = set()
     for path in files:
         try:
@@ -195,7 +271,7 @@ def load_rules(extra_dirs: tuple[Path, ...] = ()) -> RuleSet:
             seen.add(rule.id)
             rules.append(rule)
         for table in data.get("guard", []):
-            guards.append(_compile(table.get("pattern"), f"{path.name} guard"))
+            guards.append(_regex(table.get("pattern"), f"{path.name} guard"))
     return RuleSet(rules=tuple(rules), guards=tuple(guards))
 
 

@@ -1,9 +1,10 @@
+import re
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from dedup.clean import CleanConfig, RuleError, load_rules, strip_markers
+from dedup.clean import CleanConfig, RuleError, fold, load_rules, required_literals, strip_markers
 from dedup.models import Article
 from tests.pages import CANAL_STORY, SEED_DISCLAIMER, ZH_DISCLAIMER
 
@@ -16,6 +17,25 @@ def article(paragraphs, host="copies.example", canonical=None, og_url=None) -> A
 
 
 CONFIG = CleanConfig()
+
+DISCLAIMERS = [
+    "本文轉載自網路，版權歸原作者所有，如有侵權請聯繫刪除。",  # traditional Chinese
+    "Hinweis: Dieser Beitrag wurde aus einer anderen Quelle übernommen. Die Rechte liegen beim ursprünglichen Autor.",
+    "Aviso: los derechos de este artículo pertenecen a su autor original; reproducido solo con fines informativos.",
+    "Все права на материал принадлежат автору; перепечатано исключительно в информационных целях.",
+    "이 글의 저작권은 원작자에게 있으며, 정보 공유 목적으로 게재되었습니다. 문제가 될 경우 삭제하겠습니다.",
+    "本記事の著作権は原作者に帰属します。情報共有を目的として転載しています。",
+    "Note: the rights to this story remain with the original publisher; republished for information sharing only.",
+]
+CREDITS = [
+    ("Source: Harbor Gazette", "Harbor Gazette"),
+    ("Originally published on canalnews.example", "canalnews.example"),
+    ("Quelle: Stadtanzeiger", "Stadtanzeiger"),
+    ("Fuente: Diario del Puerto", "Diario del Puerto"),
+    ("Источник: Речной вестник", "Речной вестник"),
+    ("출처: 항구신문", "항구신문"),
+    ("出典：港湾新聞", "港湾新聞"),
+]
 
 
 def test_seed_disclaimer_is_stripped_and_kept_as_marker():
@@ -36,36 +56,14 @@ def test_chinese_disclaimer_and_credit_name_the_source():
     assert credit and credit[0].source_name == "海港日报" and credit[0].strength == "medium"
 
 
-@pytest.mark.parametrize(
-    "disclaimer",
-    [
-        "本文轉載自網路，版權歸原作者所有，如有侵權請聯繫刪除。",  # traditional Chinese
-        "Hinweis: Dieser Beitrag wurde aus einer anderen Quelle übernommen. Die Rechte liegen beim ursprünglichen Autor.",
-        "Aviso: los derechos de este artículo pertenecen a su autor original; reproducido solo con fines informativos.",
-        "Все права на материал принадлежат автору; перепечатано исключительно в информационных целях.",
-        "이 글의 저작권은 원작자에게 있으며, 정보 공유 목적으로 게재되었습니다. 문제가 될 경우 삭제하겠습니다.",
-        "本記事の著作権は原作者に帰属します。情報共有を目的として転載しています。",
-        "Note: the rights to this story remain with the original publisher; republished for information sharing only.",
-    ],
-)
+@pytest.mark.parametrize("disclaimer", DISCLAIMERS)
 def test_disclaimers_in_many_languages(disclaimer):
     cleaned = strip_markers(article(CANAL_STORY + [disclaimer]), CONFIG)
     assert disclaimer not in cleaned.body
     assert cleaned.marks_copy
 
 
-@pytest.mark.parametrize(
-    "credit, name",
-    [
-        ("Source: Harbor Gazette", "Harbor Gazette"),
-        ("Originally published on canalnews.example", "canalnews.example"),
-        ("Quelle: Stadtanzeiger", "Stadtanzeiger"),
-        ("Fuente: Diario del Puerto", "Diario del Puerto"),
-        ("Источник: Речной вестник", "Речной вестник"),
-        ("출처: 항구신문", "항구신문"),
-        ("出典：港湾新聞", "港湾新聞"),
-    ],
-)
+@pytest.mark.parametrize("credit, name", CREDITS)
 def test_credit_lines_become_attributions(credit, name):
     cleaned = strip_markers(article(CANAL_STORY + [credit]), CONFIG)
     assert credit not in cleaned.body
@@ -177,3 +175,41 @@ def test_a_rule_applies_only_in_its_zone(tmp_path: Path):
     # the packaged rules keep to the edges: a disclaimer mid-article stays
     middle = strip_markers(article(story[: placed["middle"]] + [SEED_DISCLAIMER] + story[placed["middle"] :]), CONFIG)
     assert SEED_DISCLAIMER in middle.body and middle.markers == ()
+
+
+@pytest.mark.parametrize(
+    "pattern, literals",
+    [
+        (r"\bfoo(bar|baz)\b", ("foo",)),  # the longest run a match must contain
+        (r"(a|b)?xyz", ("xyz",)),  # an optional group asks for nothing
+        (r"(hello )+world", ("hello ",)),
+        (r"(reposted|reprinted) for (information|reference)", ("information", "reference")),
+        (r"\d+\s*年", ("年",)),
+        (r"(abc|\d)x", ("x",)),  # a branch without a literal: the group asks for nothing
+        (r"(abc|\d)", None),
+        (r"\d{4}", None),
+        (r"(?i)copyright", None),  # case-insensitive: `in` cannot decide
+        (r"x(?i:copyright)", ("x",)),
+    ],
+)
+def test_required_literals_are_what_every_match_contains(pattern, literals):
+    assert required_literals(re.compile(pattern)) == literals
+
+
+def test_the_literal_prefilter_never_rejects_what_the_regex_matches():
+    """Every packaged pattern, on the marker texts of these tests and on the
+    strings its own literals make (each alone, with its neighbours): the
+    prefilter lets through everything the regex finds."""
+    rule_set = load_rules()
+    regexes = [r for rule in rule_set.rules for r in rule.all + rule.none] + list(rule_set.guards)
+    texts = [SEED_DISCLAIMER, ZH_DISCLAIMER, *CANAL_STORY]
+    texts += [fold(t) for t in DISCLAIMERS] + [fold(c) for c, _ in CREDITS]
+    literals = sorted({lit for r in regexes for lit in r.literals or ()})
+    texts += literals + [" ".join(literals[i : i + 3]) for i in range(len(literals))]
+    checked = 0
+    for regex in regexes:
+        for text in texts:
+            found = regex.pattern.search(text) is not None
+            assert (regex.search(text) is not None) == found, (regex.pattern.pattern, text)
+            checked += found
+    assert checked > 20  # the texts do exercise the patterns
