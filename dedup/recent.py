@@ -12,12 +12,12 @@ instead of reading those bodies.
 Each run that stores pages writes one segment (three .npy files: doc_ids,
 offsets into hashes, hashes) and then `segments.json`, which names the
 segments in doc_id order with what they were made for (the database's id,
-the shingle settings), as dedup/saved.py saves them. A segment is merged into the new one when it is not larger
-(so there are few segments however small the runs), and the oldest are
-dropped once the newer ones hold `budget` hashes (so between about `budget`
-and twice that are kept). Nothing here is needed:
-a page the segments do not hold, or a folder that is gone, costs only the
-body read it would have cost anyway.
+the shingle settings), as dedup/saved.py saves them. A segment is merged
+into the new one when it is not larger (so there are few segments however
+small the runs), and the oldest are dropped once the newer ones hold
+`budget` hashes (so between about `budget` and twice that are kept).
+Nothing here is needed: a page the segments do not hold, or a folder that
+is gone, costs only the body read it would have cost anyway.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ class RecentShingleSets:
         longer holds all of (`documents_between(a, b)`: how many stored pages
         have a doc_id from a to b) is not used."""
         manifest = read_manifest(self.folder, _MANIFEST, {"stamp": dict, "segments": list})
-        if manifest is None or manifest["stamp"] != self.stamp:
+        if not self.budget or manifest is None or manifest["stamp"] != self.stamp:
             return
-        for entry in manifest.get("segments", []):
+        for entry in manifest["segments"]:
             try:
                 name, first, last, count = entry["name"], int(entry["first"]), int(entry["last"]), int(entry["count"])
                 doc_ids, offsets = (np.load(self.folder / f"{name}.{part}.npy") for part in _PARTS[:2])

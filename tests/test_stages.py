@@ -519,6 +519,7 @@ def test_saved_shingle_sets_come_back_as_saved_and_keep_only_the_latest(tmp_path
     assert reopened(budget=budget).get(range(0, 302)).keys() == set(range(161, 301))
     # not for another database, nor for one that no longer holds every page a segment names
     assert reopened(stamp={"database_id": "b"}).get(range(0, 302)) == {}
+    assert reopened(budget=0).get(range(0, 302)) == {}  # a budget of 0 keeps none, and uses none
     assert reopened(documents_between=lambda first, last: last - first).get(range(0, 302)) == {}
     (tmp_path / "sets" / "segments.json").write_text("[not a manifest")
     assert reopened().get(range(0, 302)) == {}
