@@ -101,17 +101,19 @@ def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...] | None:
     if pattern.flags & re.IGNORECASE:
         return None
     try:
-        parsed = re._parser.parse(pattern.pattern, pattern.flags)  # the stdlib's own parse of the pattern
-    except Exception:  # noqa: BLE001 - a parser of another Python version: no prefilter, same matches
+        # the stdlib's own parse of the pattern, and its opcodes (private
+        # modules: on a Python where they differ, no prefilter, same matches)
+        from re import _constants, _parser
+
+        found = _sequence_literals(list(_parser.parse(pattern.pattern, pattern.flags)), _constants)
+    except Exception:  # noqa: BLE001 - see above
         return None
-    found = _sequence_literals(list(parsed))
     return tuple(sorted(found)) if found else None
 
 
-def _sequence_literals(items: list) -> frozenset[str] | None:
-    """`required_literals` of a parsed sequence (list of (op, argument))."""
-    from re import _constants as ops
-
+def _sequence_literals(items: list, ops) -> frozenset[str] | None:
+    """`required_literals` of a parsed sequence (list of (op, argument));
+    `ops`: the parser's opcodes."""
     candidates: list[frozenset[str]] = []
     run: list[str] = []
     for op, argument in items:
@@ -123,13 +125,13 @@ def _sequence_literals(items: list) -> frozenset[str] | None:
             run = []
         found = None
         if op is ops.SUBPATTERN and not argument[1] & re.IGNORECASE:
-            found = _sequence_literals(list(argument[3]))
+            found = _sequence_literals(list(argument[3]), ops)
         elif op is ops.ATOMIC_GROUP:
-            found = _sequence_literals(list(argument))
+            found = _sequence_literals(list(argument), ops)
         elif op in (ops.MAX_REPEAT, ops.MIN_REPEAT, ops.POSSESSIVE_REPEAT) and argument[0] >= 1:
-            found = _sequence_literals(list(argument[2]))
+            found = _sequence_literals(list(argument[2]), ops)
         elif op is ops.BRANCH:
-            branches = [_sequence_literals(list(branch)) for branch in argument[1]]
+            branches = [_sequence_literals(list(branch), ops) for branch in argument[1]]
             found = frozenset().union(*branches) if all(branches) else None
         # anything else (a class, any character, an anchor, a look-around, a
         # back reference) asks for no particular string
