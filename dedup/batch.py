@@ -261,7 +261,6 @@ class Linker:
         self._known_urls |= seen
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
-        for page in pages:
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
             self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy))
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
