@@ -172,8 +172,9 @@ def prepared_batch(rows: list[dict]) -> PreparedBatch:
 
 def link_into(db: str, rows) -> tuple[int, float]:
     """Link and store the rows as a run does; timed: the linker's start (it
-    loads the stored index), its batches, what it saves for the next run and the closing of
-    the run's connection, not the reading of the corpus or the fingerprints."""
+    loads the stored index), its batches, what it saves for the next run and
+    the closing of the run's connection, not the reading of the corpus or the
+    fingerprints."""
     store = open_store(db, SETTINGS)
     run_id = store.start_run("bench", None, {})
     elapsed, n = 0.0, 0
