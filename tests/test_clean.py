@@ -213,3 +213,29 @@ def test_the_literal_prefilter_never_rejects_what_the_regex_matches():
             assert (regex.search(text) is not None) == found, (regex.pattern.pattern, text)
             checked += found
     assert checked > 20  # the texts do exercise the patterns
+
+
+def test_a_paragraph_folds_to_nothing_exactly_when_it_is_blank():
+    """strip_markers does not fold the paragraphs no rule is tried on (the
+    middle of an article): it keeps those that are not blank, which must be
+    the same as those that fold to something, for every character."""
+    differ = [
+        hex(code) for code in range(0x110000) if not 0xD800 <= code <= 0xDFFF and bool(fold(chr(code))) != bool(chr(code).split())
+    ]
+    assert differ == []
+    story = ["Dateline paragraph one.", "Second.", "Third.", "\u3000\u00a0 ", "A middle paragraph.", "\u2003", "Fourth."]
+    story += ["Tail one.", "Tail two.", "Tail three.", "Tail four.", "Tail five."]
+    body = strip_markers(article(story), CONFIG).body.split("\n")
+    assert "A middle paragraph." in body and "\u2003" not in body and "\u3000\u00a0 " not in body
+
+
+def test_ascii_text_folds_as_it_would_through_nfkc():
+    """fold skips NFKC and the fancy forms for ASCII text: neither changes it."""
+    import unicodedata
+
+    from dedup.clean import _PLAIN_FORMS
+
+    assert not any(fancy.isascii() for fancy, _ in _PLAIN_FORMS)
+    samples = ["".join(map(chr, range(128))), "Source:  Harbor\tGazette ", "COPYRIGHT (c) 2026 -- All Rights"]
+    for text in samples:
+        assert fold(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
