@@ -372,9 +372,10 @@ class Store:
         if not doc_ids:
             return np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=dtype), np.empty(0, dtype=np.int64)
         with self.connect() as con:
+            sql = "SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN ({ids})"
             table = pa.concat_tables(
-                con.sql(sql).to_arrow_table()
-                for sql in _index_lookups("SELECT doc_id, minhash, n_shingles FROM documents WHERE doc_id IN ({ids})", doc_ids)
+                con.sql(query, params=params or None).to_arrow_table()
+                for query, params in _id_queries(con, sql, "documents", doc_ids)
             )
         minhash = table.column(1).combine_chunks() if table.num_rows else pa.array([], type=pa.binary())
         return table.column(0).to_numpy(), self._signature_matrix(minhash, dtype, num_perm), table.column(2).to_numpy()
@@ -418,14 +419,18 @@ class Store:
                 con,
                 "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name"
                 " FROM documents WHERE cluster_id IN ({ids})",
+                "documents",
                 cluster_ids,
             )
             ids = {r[0] for r in rows}
             marker_rows = _fetch_by_index(
-                con, "SELECT doc_id, text, position FROM markers WHERE doc_id IN ({ids}) AND marks_copy", ids
+                con, "SELECT doc_id, text, position FROM markers WHERE doc_id IN ({ids}) AND marks_copy", "markers", ids
             )
             attribution_rows = _fetch_by_index(
-                con, "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN ({ids})", ids
+                con,
+                "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN ({ids})",
+                "attributions",
+                ids,
             )
         markers: dict[int, list[str]] = {}
         for doc_id, text, _ in sorted(marker_rows, key=lambda r: (r[0], r[2])):
@@ -457,14 +462,14 @@ class Store:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rows = _fetch_by_index(con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", doc_ids)
+            rows = _fetch_by_index(con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
         return {doc_id: body or "" for doc_id, body in rows}
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rows = _fetch_by_index(con, "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN ({ids})", doc_ids)
+            rows = _fetch_by_index(con, "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
         return dict(rows)
 
     def clusters_before(self, cluster_ids: set[int]) -> dict[int, tuple[int | None, int]]:
@@ -473,7 +478,7 @@ class Store:
             return {}
         with self.connect() as con:
             rows = _fetch_by_index(
-                con, "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN ({ids})", cluster_ids
+                con, "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN ({ids})", "clusters", cluster_ids
             )
         return {c: (o, s) for c, o, s in rows}
 
@@ -521,7 +526,9 @@ class Store:
                 if touched:
                     con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT unnest(?::BIGINT[]) AS cluster_id", [touched])
                     created = dict(
-                        _fetch_by_index(con, "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN ({ids})", touched)
+                        _fetch_by_index(
+                            con, "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN ({ids})", "clusters", touched
+                        )
                     )
                     con.execute("DELETE FROM reposts WHERE cluster_id IN (SELECT cluster_id FROM touched)")
                     con.execute("DELETE FROM clusters WHERE cluster_id IN (SELECT cluster_id FROM touched)")
@@ -651,21 +658,34 @@ def _marker_row(doc_id: int, marker: Marker) -> list:
 # DuckDB finds rows through an ART index (a primary key, or CREATE INDEX) for
 # `column IN (1, 2, ...)` written out as literals, when fewer rows match than
 # its index_scan_max_count (2048); a list parameter or a join with a list
-# scans the whole column instead (at a million pages, 5 to 20 ms a query).
+# scans the whole table instead. Planning costs about 20 microseconds a
+# literal, so a lookup of many ids that are a large share of the table (a
+# young database, a run of many copies of the same stories) goes as a list
+# (`IN (SELECT unnest(?))`): in the ingest benchmark's tables of 3,000 to
+# 4,500 rows, 870 ids took 4 ms a query instead of 15 to 22. At a million
+# pages a batch's ids are a small share, and a scan would read every row of
+# the wide columns (page text): index lookups.
 INDEX_LOOKUP_IDS = 2048
+LIST_LOOKUP_MIN_IDS = 100
+LIST_LOOKUP_MIN_SHARE = 0.05
 
 
-def _index_lookups(sql: str, ids: Iterable[int]) -> Iterator[str]:
-    """`sql` with its `{ids}` filled in with integer literals, one query per
-    INDEX_LOOKUP_IDS of them (at least one query)."""
+def _id_queries(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> Iterator[tuple[str, list]]:
+    """`sql` with its `{ids}` filled in, and its parameters: one query with
+    a list, or literals for INDEX_LOOKUP_IDS of them a query (at least one)."""
     ordered = sorted({int(i) for i in ids})
+    if len(ordered) > LIST_LOOKUP_MIN_IDS:
+        ((rows,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
+        if len(ordered) >= LIST_LOOKUP_MIN_SHARE * rows:
+            yield sql.format(ids="SELECT unnest(?::BIGINT[])"), [ordered]
+            return
     for start in range(0, max(1, len(ordered)), INDEX_LOOKUP_IDS):
-        yield sql.format(ids=",".join(map(str, ordered[start : start + INDEX_LOOKUP_IDS])) or "NULL")
+        yield sql.format(ids=",".join(map(str, ordered[start : start + INDEX_LOOKUP_IDS])) or "NULL"), []
 
 
-def _fetch_by_index(con: duckdb.DuckDBPyConnection, sql: str, ids: Iterable[int]) -> list[tuple]:
-    """The rows of `sql` (see `_index_lookups`) for all of `ids`."""
-    return [row for query in _index_lookups(sql, ids) for row in con.execute(query).fetchall()]
+def _fetch_by_index(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> list[tuple]:
+    """The rows of `sql`, a query of `table`, for all of `ids` (see `_id_queries`)."""
+    return [row for query, params in _id_queries(con, sql, table, ids) for row in con.execute(query, params).fetchall()]
 
 
 def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, rowids: list[int]) -> list[tuple]:

@@ -582,3 +582,23 @@ def test_prepared_pages_come_back_without_their_html_and_their_sizes_are_stored(
     with store.connect(read_only=True) as con:
         stored = con.execute("SELECT url, bytes FROM fetches ORDER BY url").fetchall()
     assert stored == sorted((p.url, len(p.html)) for p in pages)
+
+
+@pytest.mark.parametrize(("n_ids", "as_list"), [(0, False), (1, False), (101, False), (3000, False), (6000, True)])
+def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n_ids, as_list):
+    """Ids that are many and a large share of the table go as one list
+    parameter, others as literals (2,048 a query): either way the rows are
+    exactly those of the ids asked for."""
+    import duckdb
+
+    from dedup.store import _fetch_by_index, _id_queries
+
+    con = duckdb.connect(str(tmp_path / "ids.duckdb"))
+    con.execute("CREATE TABLE pages (doc_id BIGINT PRIMARY KEY, word VARCHAR)")
+    con.execute("INSERT INTO pages SELECT i, 'w' || i FROM range(1, 100_001) r(i)")
+    wanted = set(range(7, 7 + 3 * n_ids, 3)) | ({200_000} if n_ids else set())  # one id the table lacks
+    sql = "SELECT doc_id, word FROM pages WHERE doc_id IN ({ids})"
+    queries = list(_id_queries(con, sql, "pages", wanted))
+    assert [bool(params) for _, params in queries] == ([True] if as_list else [False] * max(1, math.ceil(len(wanted) / 2048)))
+    rows = _fetch_by_index(con, sql, "pages", wanted)
+    assert sorted(rows) == [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
