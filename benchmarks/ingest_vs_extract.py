@@ -25,7 +25,10 @@ Four wall times:
 The two-process extraction and the ingest are measured in turn, `--rounds`
 times (default 3), and the ratio is the median of the rounds' ratios: on a
 shared machine the speed of both cores drifts by a fifth within minutes,
-and a floor measured minutes before the ingest would drift with it.
+and a floor measured minutes before the ingest would drift with it. Each
+round also gives the CPU time of both (every process, the workers and
+Prefect's temporary API included): what the stages after extraction add,
+whether or not the cores were busy with something else.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +82,19 @@ def _extract(pages: list[tuple[str, bytes]], trafilatura_defaults: bool = False)
     for url, html in pages:
         bare_extraction(html, url=url, **options)
     return len(pages)
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's children that have ended (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def with_cpu(measure, *args, **kwargs) -> tuple[float, float]:
+    """(wall seconds that `measure` returns, CPU seconds its child processes used)."""
+    before = children_cpu_s()
+    wall = measure(*args, **kwargs)
+    return wall, children_cpu_s() - before
 
 
 def extraction_alone(pages: list[tuple[str, bytes]], processes: int, trafilatura_defaults: bool = False) -> float:
@@ -130,9 +147,14 @@ def main() -> int:
         server = LocalPrefect(Path(folder) / "prefect", port=free_port(), log_dir=Path(folder))
         server.start_server()
         try:
-            rounds, start_ups = [], []
+            rounds, cpu, start_ups = [], [], []
             for _ in range(max(1, args.rounds)):
-                rounds.append((extraction_alone(pages, 2), pipeline_ingest(warc), pipeline_ingest(warc, server.api_url)))
+                (two_processes, floor_cpu), (ingest, ingest_cpu) = (
+                    with_cpu(extraction_alone, pages, 2),
+                    with_cpu(pipeline_ingest, warc),
+                )
+                rounds.append((two_processes, ingest, pipeline_ingest(warc, server.api_url)))
+                cpu.append((floor_cpu, ingest_cpu))
                 start_ups.append(pipeline_ingest(one_page))
         finally:
             server.stop()
@@ -142,16 +164,20 @@ def main() -> int:
     print(f"pages:                                        {len(pages)}  ({args.copies} x {args.warc.name})")
     print(f"trafilatura's defaults (+ metadata), 1 process: {defaults:4.1f} s")
     print(f"trafilatura extraction alone, 1 process:      {one:6.1f} s")
-    for number, (t, i, o) in enumerate(rounds, start=1):
+    for number, ((t, i, o), (t_cpu, i_cpu)) in enumerate(zip(rounds, cpu, strict=True), start=1):
         print(
             f"round {number}: extraction in 2 processes {t:5.1f} s; reposts ingest {i:5.1f} s (ratio {i / t:4.2f}), "
-            f"on a running server {o:5.1f} s (ratio {o / t:4.2f})"
+            f"on a running server {o:5.1f} s (ratio {o / t:4.2f}); CPU {t_cpu:5.1f} against {i_cpu:5.1f} s "
+            f"(ratio {i_cpu / t_cpu:4.2f})"
         )
     print(f"trafilatura extraction alone, 2 processes:    {two:6.1f} s  (median)")
     print(f"reposts ingest, start-up included:            {ingest:6.1f} s  (median)")
     print(f"ratio ingest / trafilatura's defaults:        {ingest / defaults:6.2f}")
     print(f"ratio ingest / extraction in 1 process:       {ingest / one:6.2f}")
     print(f"ratio ingest / extraction in 2 processes:     {ratio:6.2f}  (median of the rounds; limit 1.3)")
+    print(
+        f"ratio of their CPU time:                      {statistics.median(i / t for t, i in cpu):6.2f}  (median of the rounds)"
+    )
     print(f"reposts ingest on a running Prefect server:   {on_server:6.1f} s  (median)")
     print(f"ratio of that / extraction in 2 processes:    {ratio_on_server:6.2f}  (median of the rounds)")
     print(f"reposts ingest of one page (start-up):        {statistics.median(start_ups):6.1f} s  (median)")
