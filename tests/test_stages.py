@@ -602,3 +602,40 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
     assert [bool(params) for _, params in queries] == ([True] if as_list else [False] * max(1, math.ceil(len(wanted) / 2048)))
     rows = _fetch_by_index(con, sql, "pages", wanted)
     assert sorted(rows) == [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
+
+
+def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, monkeypatch):
+    """The Store's lookups, over one connection, for ids that go as a list
+    (many, a large share of the table) and as literals (the share rule off)."""
+    from dedup import store as store_module
+    from dedup.store import Store
+
+    store = Store(tmp_path / "ids.duckdb")
+    store.migrate()
+    values = np.arange(300 * 4, dtype=np.uint32).reshape(300, 4)
+    with store.connect() as con:
+        con.executemany(
+            "INSERT INTO documents (doc_id, url, body, n_shingles, minhash, marks_copy, cluster_id, run_id)"
+            " VALUES (?, ?, ?, ?, ?, false, ?, 1)",
+            [[d, f"https://a.example/{d}", f"body {d}", d + 1, values[d - 1].tobytes(), d % 7] for d in range(1, 301)],
+        )
+    wanted = set(range(2, 302, 2))  # 150 ids, half the table; 302 is not stored
+
+    def lookups():
+        with store.session():
+            doc_ids, matrix, sizes = store.signatures_of(wanted, np.uint32, 4)
+            return (
+                (doc_ids.tolist(), matrix.tolist(), sizes.tolist()),
+                store.bodies(wanted),
+                store.cluster_ids_of(wanted),
+                sorted(m.doc_id for m in store.members({0, 1, 3, 5})),
+            )
+
+    as_list = lookups()
+    monkeypatch.setattr(store_module, "LIST_LOOKUP_MIN_IDS", 10**9)
+    as_literals = lookups()
+    assert as_list == as_literals
+    (doc_ids, matrix, sizes), bodies, clusters, members = as_list
+    assert doc_ids == list(range(2, 301, 2)) and matrix == [values[d - 1].tolist() for d in doc_ids]
+    assert sizes == [d + 1 for d in doc_ids] and bodies == {d: f"body {d}" for d in doc_ids}
+    assert clusters == {d: d % 7 for d in doc_ids} and members == [d for d in range(1, 301) if d % 7 in (0, 1, 3, 5)]
