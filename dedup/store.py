@@ -415,7 +415,7 @@ class Store:
         if not cluster_ids:
             return []
         with self.connect() as con:
-            rows = _fetch_by_index(
+            rows = _fetch_by_ids(
                 con,
                 "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name"
                 " FROM documents WHERE cluster_id IN ({ids})",
@@ -423,10 +423,10 @@ class Store:
                 cluster_ids,
             )
             ids = {r[0] for r in rows}
-            marker_rows = _fetch_by_index(
+            marker_rows = _fetch_by_ids(
                 con, "SELECT doc_id, text, position FROM markers WHERE doc_id IN ({ids}) AND marks_copy", "markers", ids
             )
-            attribution_rows = _fetch_by_index(
+            attribution_rows = _fetch_by_ids(
                 con,
                 "SELECT doc_id, kind, strength, source_name, source_url FROM attributions WHERE doc_id IN ({ids})",
                 "attributions",
@@ -462,14 +462,14 @@ class Store:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rows = _fetch_by_index(con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
+            rows = _fetch_by_ids(con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
         return {doc_id: body or "" for doc_id, body in rows}
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
         if not doc_ids:
             return {}
         with self.connect() as con:
-            rows = _fetch_by_index(con, "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
+            rows = _fetch_by_ids(con, "SELECT doc_id, cluster_id FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids)
         return dict(rows)
 
     def clusters_before(self, cluster_ids: set[int]) -> dict[int, tuple[int | None, int]]:
@@ -477,7 +477,7 @@ class Store:
         if not cluster_ids:
             return {}
         with self.connect() as con:
-            rows = _fetch_by_index(
+            rows = _fetch_by_ids(
                 con, "SELECT cluster_id, original_doc_id, size FROM clusters WHERE cluster_id IN ({ids})", "clusters", cluster_ids
             )
         return {c: (o, s) for c, o, s in rows}
@@ -526,7 +526,7 @@ class Store:
                 if touched:
                     con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT unnest(?::BIGINT[]) AS cluster_id", [touched])
                     created = dict(
-                        _fetch_by_index(
+                        _fetch_by_ids(
                             con, "SELECT cluster_id, created_run FROM clusters WHERE cluster_id IN ({ids})", "clusters", touched
                         )
                     )
@@ -683,7 +683,7 @@ def _id_queries(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Itera
         yield sql.format(ids=",".join(map(str, ordered[start : start + INDEX_LOOKUP_IDS])) or "NULL"), []
 
 
-def _fetch_by_index(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> list[tuple]:
+def _fetch_by_ids(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> list[tuple]:
     """The rows of `sql`, a query of `table`, for all of `ids` (see `_id_queries`)."""
     return [row for query, params in _id_queries(con, sql, table, ids) for row in con.execute(query, params).fetchall()]
 

@@ -591,7 +591,7 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
     exactly those of the ids asked for."""
     import duckdb
 
-    from dedup.store import _fetch_by_index, _id_queries
+    from dedup.store import _fetch_by_ids, _id_queries
 
     con = duckdb.connect(str(tmp_path / "ids.duckdb"))
     con.execute("CREATE TABLE pages (doc_id BIGINT PRIMARY KEY, word VARCHAR)")
@@ -600,7 +600,7 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
     sql = "SELECT doc_id, word FROM pages WHERE doc_id IN ({ids})"
     queries = list(_id_queries(con, sql, "pages", wanted))
     assert [bool(params) for _, params in queries] == ([True] if as_list else [False] * max(1, math.ceil(len(wanted) / 2048)))
-    rows = _fetch_by_index(con, sql, "pages", wanted)
+    rows = _fetch_by_ids(con, sql, "pages", wanted)
     assert sorted(rows) == [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
 
 
