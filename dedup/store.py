@@ -195,7 +195,9 @@ class Store:
         try:
             while True:
                 try:
-                    return duckdb.connect(str(self.path), read_only=read_only, config=config)
+                    if read_only:
+                        return duckdb.connect(str(self.path), read_only=True, config=config)
+                    return _open_writer(self.path, config)
                 except duckdb.IOException as exc:
                     if "lock" not in str(exc).lower():
                         raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
@@ -696,6 +698,31 @@ def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, row
         f"SELECT {columns} FROM {table} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS wanted) w ON t.rowid = w.wanted",
         [rowids],
     ).fetchall()
+
+
+# Rows per row group of the tables a run appends to (DuckDB's default is
+# 122,880). A checkpoint rewrites, whole, the last row group of each table it
+# appended to: up to 122,880 rows of page text recompressed, however few were
+# added, at the end of every run and whenever a run lets readers in. Adding
+# 10,000 pages to a database of 100,000 closed in 1.6 s instead of 0.4 s.
+# The size is an option of the writing connection, not of the file: row
+# groups written before keep theirs, new rows start a row group of their own
+# once the last one holds this many.
+ROW_GROUP_ROWS = 16_384
+
+
+def _open_writer(path: Path, config: dict) -> duckdb.DuckDBPyConnection:
+    """A writing connection to the file at `path`: attached (the only way to
+    give DuckDB a row group size), as the connection's default database."""
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS store (ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        con.execute("USE store")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _alive(pid: int) -> bool:

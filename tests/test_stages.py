@@ -639,3 +639,27 @@ def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, mo
     assert doc_ids == list(range(2, 301, 2)) and matrix == [values[d - 1].tolist() for d in doc_ids]
     assert sizes == [d + 1 for d in doc_ids] and bodies == {d: f"body {d}" for d in doc_ids}
     assert clusters == {d: d % 7 for d in doc_ids} and members == [d for d in range(1, 301) if d % 7 in (0, 1, 3, 5)]
+
+
+def test_writer_starts_new_row_groups_past_the_bound(tmp_path, monkeypatch):
+    """Rows appended by the run's connection go to row groups of at most
+    ROW_GROUP_ROWS rows (a checkpoint rewrites the last one whole)."""
+    import duckdb
+
+    from dedup import store as store_module
+
+    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 2048)
+    store = store_module.Store(tmp_path / "rg.duckdb")
+    store.migrate()
+    for start in range(0, 6000, 200):
+        with store.connect() as con:
+            con.execute(
+                "INSERT INTO fetches (run_id, url, fetched_at) SELECT 1, 'u' || i, now() FROM range(?, ?) r(i)",
+                [start, start + 200],
+            )
+    with duckdb.connect(str(tmp_path / "rg.duckdb"), read_only=True) as con:
+        groups = con.execute(
+            "SELECT row_group_id, max(count) FROM pragma_storage_info('fetches') WHERE column_name = 'url' GROUP BY 1"
+        ).fetchall()
+    assert sum(n for _, n in groups) == 6000
+    assert len(groups) >= 3 and max(n for _, n in groups) <= 2048
