@@ -3,7 +3,7 @@
 import duckdb
 
 from dedup.batch import Linker, Settings, prepare_pages
-from dedup.store import Store
+from dedup.store import Store, migrations
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
 SETTINGS = Settings()
@@ -88,3 +88,42 @@ def test_a_note_seen_one_story_per_run_is_learned_across_runs(db_path):
     ingest(db_path, [quill_page(3, *stories[2])], run_name="run 3")
     assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
     assert QUILL_NOTE not in bodies(db_path)["https://quillpost.example/p/3"]
+
+
+def test_a_hosts_line_is_stored_once_however_often_and_whenever_it_is_seen(db_path):
+    # host_lines has no key (migration 003): the linker keeps each (host, line_key) to one row
+    ingest(db_path, [quill_page(1, "Canal drained", CANAL_STORY), quill_page(2, "Bread from the allotments", BAKERY_STORY)])
+    ingest(db_path, [quill_page(3, "Market moves", MARKET_STORY), quill_page(4, "Canal drained again", CANAL_STORY)], "run 2")
+    ingest(db_path, [quill_page(5, "Library on Sundays", LIBRARY_STORY)], run_name="run 3")
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        lines = con.execute("SELECT count(*) FROM host_lines").fetchone()[0]
+        repeated = con.execute("SELECT host, line_key FROM host_lines GROUP BY ALL HAVING count(*) > 1").fetchall()
+    finally:
+        con.close()
+    assert lines > 1 and repeated == []
+    assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
+
+
+def test_migration_003_keeps_the_lines_a_database_had_learned(db_path):
+    con = duckdb.connect(db_path)
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+    for version, name, sql in migrations():
+        if version <= 2:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+    con.execute("INSERT INTO host_lines VALUES ('quillpost.example', 7, ?, [1, 2]), ('other.example', 7, 'x', [3])", [QUILL_NOTE])
+    con.close()
+    Store(db_path).migrate()
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        rows = con.execute("SELECT host, line_key, text, story_doc_ids FROM host_lines ORDER BY host").fetchall()
+        keys = con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'host_lines' AND constraint_type = 'PRIMARY KEY'"
+        ).fetchone()[0]
+        versions = con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    finally:
+        con.close()
+    assert keys == 0
+    assert rows == [("other.example", 7, "x", [3]), ("quillpost.example", 7, QUILL_NOTE, [1, 2])]
+    assert [v for (v,) in versions] == [v for v, _, _ in migrations()]
