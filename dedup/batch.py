@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dedup.archive import read_warc
-from dedup.boilerplate import BoilerplateConfig, HostLines, edge_lines
+from dedup.boilerplate import BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
 from dedup.clean import CleanConfig, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
@@ -142,6 +142,8 @@ class Linker:
             self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
             # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
+            # which host_lines rows are stored, read once and kept up to date
+            self._stored_lines = StoredLineKeys(store.host_line_numbers())
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
                 store.shingles_folder,
@@ -259,6 +261,7 @@ class Linker:
             )
         )
         self._known_urls |= seen
+        self._stored_lines.add(new_lines, self.store.host_hashes({host for host, *_ in new_lines}))
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
@@ -352,7 +355,7 @@ class Linker:
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype)
-        rows = self.store.host_lines(keys)
+        rows = self.store.host_lines(self._stored_lines.held(keys, self.store.host_hashes({host for host, _ in keys})))
         lines.load(
             rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
         )

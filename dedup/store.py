@@ -414,6 +414,18 @@ class Store:
             rows = _rows_by_rowid(con, "host_lines", "host, line_key, text, story_doc_ids", [r for (r,) in rowids])
         return [(h, k, t, list(d)) for h, k, t, d in rows if (h, k) in keys]
 
+    def host_line_numbers(self) -> np.ndarray:
+        """Every host_lines row's (host, line_key) as one number, sorted: see `StoredLineKeys`."""
+        with self.connect() as con:
+            numbers = con.sql("SELECT xor(hash(host), line_key::UBIGINT) AS n FROM host_lines").fetchnumpy()["n"]
+        return np.sort(np.asarray(numbers, dtype=np.uint64))
+
+    def host_hashes(self, hosts: set[str]) -> dict[str, int]:
+        """DuckDB's hash of each of these hosts (as `host_line_numbers` makes them)."""
+        with self.connect() as con:
+            rows = con.execute("SELECT h, hash(h) FROM unnest(?::VARCHAR[]) AS t(h)", [sorted(hosts)]).fetchall()
+        return dict(rows)
+
     def host_page_counts(self) -> dict[str | None, tuple[int, int]]:
         """host -> (stored pages, those that mark themselves as copies)."""
         with self.connect() as con:

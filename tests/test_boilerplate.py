@@ -3,6 +3,7 @@
 import duckdb
 
 from dedup.batch import Linker, Settings, prepare_pages
+from dedup.boilerplate import StoredLineKeys
 from dedup.store import Store, migrations
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -127,3 +128,32 @@ def test_migration_003_keeps_the_lines_a_database_had_learned(db_path):
     assert keys == 0
     assert rows == [("other.example", 7, "x", [3]), ("quillpost.example", 7, QUILL_NOTE, [1, 2])]
     assert [v for (v,) in versions] == [v for v, _, _ in migrations()]
+
+
+def test_a_line_stored_by_one_batch_is_found_by_the_next_batch_of_the_same_run(db_path):
+    store = Store(db_path)
+    store.migrate()
+    store.check_signature_params(SETTINGS.fingerprint.params())
+    run_id = store.start_run("test", None, {})
+    linker = Linker(store, SETTINGS)
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+    for n, (title, story) in enumerate(stories, start=1):
+        linker.link_batch(run_id, prepare_pages([quill_page(n, title, story)], SETTINGS))
+    assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
+    assert QUILL_NOTE not in bodies(db_path)["https://quillpost.example/p/3"]
+
+
+def test_stored_line_keys_answer_for_the_stored_pairs_and_what_the_run_added(db_path):
+    store = Store(db_path)
+    store.migrate()
+    con = duckdb.connect(db_path)
+    con.execute(
+        "INSERT INTO host_lines VALUES ('a.example', 3, 'x', [1]), ('a.example', 8, 'y', [1]), ('b.example', 20, 'z', [2])"
+    )
+    con.close()
+    keys = StoredLineKeys(store.host_line_numbers())
+    asked = {("a.example", 8), ("a.example", 20), ("b.example", 8), ("b.example", 20), ("c.example", 3)}
+    hashes = store.host_hashes({host for host, _ in asked})
+    assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20)}
+    keys.add([("b.example", 8, "text", [1]), ("c.example", 4, "text", [2])], hashes)
+    assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20), ("b.example", 8)}
