@@ -144,6 +144,7 @@ class Linker:
             self._host_pages = store.host_page_counts()
             # which host_lines rows are stored, read once and kept up to date
             self._stored_lines = StoredLineKeys(store.host_line_numbers())
+            self._host_hashes: dict[str, int] = {}  # for them, asked of DuckDB once per host
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
                 store.shingles_folder,
@@ -261,7 +262,7 @@ class Linker:
             )
         )
         self._known_urls |= seen
-        self._stored_lines.add(new_lines, self.store.host_hashes({host for host, *_ in new_lines}))
+        self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
@@ -355,7 +356,10 @@ class Linker:
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype)
-        rows = self.store.host_lines(self._stored_lines.held(keys, self.store.host_hashes({host for host, _ in keys})))
+        unhashed = {host for host, _ in keys if host not in self._host_hashes}
+        if unhashed:
+            self._host_hashes.update(self.store.host_hashes(unhashed))
+        rows = self.store.host_lines(self._stored_lines.held(keys, self._host_hashes))
         lines.load(
             rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
         )
