@@ -205,8 +205,8 @@ class Store:
             while True:
                 try:
                     if read_only:
-                        return duckdb.connect(str(self.path), read_only=True, config=config)
-                    return _open_writer(self.path, config)
+                        return _without_progress_bar(duckdb.connect(str(self.path), read_only=True, config=config))
+                    return _without_progress_bar(_open_writer(self.path, config))
                 except duckdb.IOException as exc:
                     if "lock" not in str(exc).lower():
                         raise StoreError(f"cannot open {self.path}: {' '.join(str(exc).split())}") from exc
@@ -719,6 +719,18 @@ def _rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, row
         f"SELECT {columns} FROM {table} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS wanted) w ON t.rowid = w.wanted",
         [rowids],
     ).fetchall()
+
+
+def _without_progress_bar(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The connection, drawing no progress bar: DuckDB draws one on stdout
+    under any statement that runs over 2 s (a migration of a large database,
+    a long query), terminal or not, and it would land in a command's output."""
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def _open_writer(path: Path, config: dict) -> duckdb.DuckDBPyConnection:

@@ -5,6 +5,8 @@ import io
 import json
 import math
 import shutil
+import subprocess
+import sys
 from datetime import datetime
 
 import numpy as np
@@ -663,3 +665,19 @@ def test_writer_starts_new_row_groups_past_the_bound(tmp_path, monkeypatch):
         ).fetchall()
     assert sum(n for _, n in groups) == 6000
     assert len(groups) >= 3 and max(n for _, n in groups) <= 2048
+
+
+def test_no_connection_of_the_store_draws_a_progress_bar(tmp_path):
+    # DuckDB prints one on stdout under any statement over 2 s, into a command's
+    # output; asked in a process of its own (under pytest DuckDB draws none anyway)
+    db = tmp_path / "quiet.duckdb"
+    open_store(str(db), Settings())
+    script = (
+        "import sys\n"
+        "from dedup.store import Store\n"
+        "for read_only in (False, True):\n"
+        "    with Store(sys.argv[1]).connect(read_only=read_only) as con:\n"
+        "        print(con.execute(\"SELECT current_setting('enable_progress_bar')\").fetchone()[0])\n"
+    )
+    shown = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["False", "False"]
