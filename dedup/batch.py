@@ -144,7 +144,7 @@ class Linker:
             self._host_pages = store.host_page_counts()
             # which host_lines rows are stored, read once and kept up to date
             self._stored_lines = StoredLineKeys(store.host_line_numbers())
-            self._host_hashes: dict[str, int] = {}  # for them, asked of DuckDB once per host
+            self._host_hashes: dict[str, int] = {}  # the hosts' DuckDB hashes those numbers use, asked once a host
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
                 store.shingles_folder,
