@@ -142,8 +142,10 @@ class Linker:
             self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
             # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
-            # which host_lines rows are stored, read once and kept up to date
-            self._stored_lines = StoredLineKeys(store.host_line_numbers())
+            # which host_lines rows are stored, read once and kept up to date (none
+            # are read or written with learned boilerplate off)
+            enabled = settings.boilerplate.enabled
+            self._stored_lines = StoredLineKeys(store.host_line_numbers() if enabled else np.empty(0, dtype=np.uint64))
             self._host_hashes: dict[str, int] = {}  # the hosts' DuckDB hashes those numbers use, asked once a host
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
