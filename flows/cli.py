@@ -94,31 +94,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     for path in args.warc:
         if not Path(path).is_file():
             raise UserError(f"no such WARC file: {path}")
-    from dedup.batch import prepare_warcs_ahead, run_description
-    from dedup.store import Store
+    with _local_prefect() as api:  # first: the server starts while this process imports the stages
+        from dedup.batch import prepare_warcs_ahead, run_description
+        from dedup.store import Store
 
-    db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
-    with _local_prefect() as api, Store(db).exclusive_run(run_description("ingest", len(warcs))):
-        # local workers start on the first batches now, while Prefect starts its API
-        started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers)
-        progress = Progress(None, "ingest")
-        try:
-            from flows.pipeline import ingest_flow
+        db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
+        with Store(db).exclusive_run(run_description("ingest", len(warcs))):
+            # local workers start on the first batches now, while Prefect starts its API
+            started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers)
+            progress = Progress(None, "ingest")
+            try:
+                from flows.pipeline import ingest_flow
 
-            with api.serving():
-                summary = ingest_flow(
-                    warcs,
-                    db=db,
-                    settings=settings,
-                    workers=args.workers,
-                    progress=progress,
-                    started=started,
-                    dask_address=args.dask,
-                )
-        finally:
-            if started:
-                started.close()
-            progress.close()
+                with api.serving():
+                    summary = ingest_flow(
+                        warcs,
+                        db=db,
+                        settings=settings,
+                        workers=args.workers,
+                        progress=progress,
+                        started=started,
+                        dask_address=args.dask,
+                    )
+            finally:
+                if started:
+                    started.close()
+                progress.close()
     _print_summary(summary, _db_path(args))
     return 0
 
