@@ -136,10 +136,10 @@ def _read_sources(args: argparse.Namespace) -> list:
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
-    sources = _read_sources(args)
-    pages = [s.url for s in sources if s.kind == "page"]
-    progress = Progress(len(pages) if len(pages) == len(sources) else None, "crawl")
-    with _local_prefect() as api:
+    with _local_prefect() as api:  # first: the server starts while this process reads the sources and imports the stages
+        sources = _read_sources(args)
+        pages = [s.url for s in sources if s.kind == "page"]
+        progress = Progress(len(pages) if len(pages) == len(sources) else None, "crawl")
         from dedup.batch import run_description
         from dedup.store import Store
         from flows.pipeline import crawl_flow
