@@ -37,6 +37,10 @@ _DRAIN_S = 5.0
 _POLL_S = 0.05
 # Ports taken by another program between our probe and the server's bind: tries.
 _START_TRIES = 3
+# How long a server may take to answer when its database does not exist yet:
+# it creates it and runs every migration first (25 s on a 2-core machine,
+# past Prefect's default start-up timeout of 20 s, which is then the floor).
+_FIRST_START_S = 120.0
 
 # Prefect's own switches for its temporary server (no UI, only the services
 # a temporary server runs: prefect.server.api.server, 3.9), and no block
@@ -117,6 +121,7 @@ class TemporaryAPI:
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self._log = None  # the server's output, for the reason it stopped
+        self._first_start = False  # no Prefect database in PREFECT_HOME when it was started
 
     @property
     def url(self) -> str:
@@ -136,6 +141,10 @@ class TemporaryAPI:
 
     def _spawn(self) -> None:
         self.port = free_port()
+        # Prefect's own database, where it is by default (one configured
+        # elsewhere is only allowed the longer wait for nothing)
+        home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+        self._first_start = self._first_start or not (home / "prefect.db").exists()
         if self._log is None:
             self._log = tempfile.TemporaryFile()
         self._log.seek(0)
@@ -172,6 +181,8 @@ class TemporaryAPI:
         )
 
     def _wait_healthy(self, timeout_s: float) -> None:
+        if self._first_start:
+            timeout_s = max(timeout_s, _FIRST_START_S)
         deadline = time.monotonic() + timeout_s
         tries = 1
         while time.monotonic() < deadline:

@@ -58,7 +58,8 @@ def ingest_command(db: str, warc: Path) -> list[str]:
 def test_an_ingest_killed_mid_run_is_finished_by_the_next_run_as_if_never_killed(tmp_path):
     warc = story_warc(tmp_path / "stories.warc.gz")
     uninterrupted, killed = str(tmp_path / "uninterrupted.duckdb"), str(tmp_path / "killed.duckdb")
-    subprocess.run(ingest_command(uninterrupted, warc), check=True, capture_output=True)
+    first = subprocess.run(ingest_command(uninterrupted, warc), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
 
     # its own process group: the kill takes the run and what it started (workers,
     # Prefect's temporary server), as a machine or container going down would
