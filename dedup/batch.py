@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -48,6 +48,11 @@ class Settings:
     # per-task cost of the orchestrator is noise, small enough that a crash
     # loses little work.
     batch_size: int = 200
+    # Pages per piece of a batch that one worker prepares (extract, clean,
+    # fingerprint): a batch goes to the workers in pieces, so that at the
+    # end of the input they run out of work together (with whole batches
+    # one worker sat idle for up to a batch's time while the other finished).
+    prepare_size: int = 50
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,31 @@ def prepare_pages(pages: list[FetchedPage], settings: Settings) -> PreparedBatch
         prepared.append(Prepared(fetch=page, cleaned=article, signature=signature))
         fetches.append(page)
     return PreparedBatch(prepared=prepared, fetches=fetches)
+
+
+class PendingBatch:
+    """A batch in the workers' hands, as the pieces they prepare (Settings.prepare_size)."""
+
+    __slots__ = ("futures",)
+
+    def __init__(self, futures: list[Future]) -> None:
+        self.futures = futures
+
+    def ready(self, timeout: float) -> bool:
+        """Whether every piece is prepared, waiting up to `timeout` seconds."""
+        return not wait(self.futures, timeout=timeout).not_done
+
+    def result(self) -> PreparedBatch:
+        """The pieces joined into one batch, in input order (a worker's error is raised here)."""
+        pieces = [future.result() for future in self.futures]
+        return PreparedBatch(
+            prepared=[item for piece in pieces for item in piece.prepared],
+            fetches=[fetch for piece in pieces for fetch in piece.fetches],
+        )
+
+    def cancel(self) -> None:
+        for future in self.futures:
+            future.cancel()
 
 
 def _with_error(page: FetchedPage, error: str) -> FetchedPage:
@@ -418,9 +448,11 @@ class PreparedAhead:
     The workers are an `Executor`: a local process pool made here with
     `workers` processes by default, or one the caller gives (a Dask cluster's,
     through prefect-dask; see flows/pipeline.py). The batches go to it the
-    same way, `executor.submit(prepare_pages, pages, settings)`.
+    same way, in pieces of `settings.prepare_size` pages,
+    `executor.submit(prepare_pages, piece, settings)`.
 
-    `in_order()` yields `(number, n_pages, input_read, future)` in input order,
+    `in_order()` yields `(number, n_pages, input_read, pending)` in input order
+    (`pending`: the batch's PendingBatch),
     where `input_read` is the share of the input read once that batch was
     (for progress reports), and hands the next batch to the workers each time
     one is taken, so at most `ahead` batches wait in memory. Started before an
@@ -480,18 +512,20 @@ class PreparedAhead:
             if pages is None:
                 return
             self._number += 1
-            future = self._executor.submit(prepare_pages, pages, self._settings)
-            self._queue.append((self._number, len(pages), self._input_read(), future))
+            size = max(1, self._settings.prepare_size)
+            pieces = [pages[start : start + size] for start in range(0, len(pages), size)] or [pages]
+            pending = PendingBatch([self._executor.submit(prepare_pages, piece, self._settings) for piece in pieces])
+            self._queue.append((self._number, len(pages), self._input_read(), pending))
 
-    def in_order(self) -> Iterator[tuple[int, int, float, Future]]:
+    def in_order(self) -> Iterator[tuple[int, int, float, PendingBatch]]:
         while self._queue:
             item = self._queue.popleft()
             self._fill()
             yield item
 
     def close(self) -> None:
-        for *_, future in self._queue:
-            future.cancel()
+        for *_, pending in self._queue:
+            pending.cancel()
         self._queue.clear()
         if self._owns_executor:
             self._executor.shutdown(wait=True, cancel_futures=True)

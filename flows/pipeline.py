@@ -8,7 +8,7 @@ order, one transaction each. Everything they call lives in `dedup`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, wait
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -113,11 +113,11 @@ def _link_all(
     try:
         with store.holding():
             linker = Linker(store, settings, known_urls=ahead.stored_urls)
-            for number, n_pages, input_read, future in ahead.in_order():
-                while not wait([future], timeout=WAIT_POLL_S).done:
+            for number, n_pages, input_read, pending in ahead.in_order():
+                while not pending.ready(timeout=WAIT_POLL_S):
                     store.let_readers_in()
                 # quoted: Prefect would otherwise walk every page of the batch looking for futures
-                total.add(link_batch(quote(linker), run_id, quote(future.result()), number))
+                total.add(link_batch(quote(linker), run_id, quote(pending.result()), number))
                 monitor.progress(input_read)
                 if progress:
                     progress(n_pages)

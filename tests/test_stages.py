@@ -16,7 +16,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
-from dedup.batch import Linker, Settings, open_store, prepare_pages
+from dedup.batch import Linker, PreparedAhead, Settings, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -681,3 +681,25 @@ def test_no_connection_of_the_store_draws_a_progress_bar(tmp_path):
     )
     shown = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, check=True)
     assert shown.stdout.split() == ["False", "False"]
+
+
+def test_a_batch_prepared_in_pieces_by_the_workers_is_the_batch_prepared_whole():
+    settings = Settings(batch_size=5, prepare_size=2)
+    stories = [("Canal", CANAL_STORY), ("Bakery", BAKERY_STORY), ("Market", MARKET_STORY)]
+    pages = [fetched(f"https://paper.example/{t.lower()}", article_html(t, story)) for t, story in stories]
+    pages.insert(1, fetched("https://paper.example/empty", "<html><body></body></html>"))  # extracts to nothing
+    pages.append(fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY)))
+    ahead = PreparedAhead(iter([pages]), settings, workers=2, stored_urls=frozenset())
+    try:
+        [(number, n_pages, _, pending)] = list(ahead.in_order())
+        joined = pending.result()
+    finally:
+        ahead.close()
+    assert (number, n_pages, len(pending.futures)) == (1, 5, 3)  # pieces of 2, 2 and 1 pages
+    whole = prepare_pages(pages, settings)
+    assert [(f.url, f.error) for f in joined.fetches] == [(f.url, f.error) for f in whole.fetches]
+    assert joined.fetches[1].error  # the failure kept its place
+    assert [p.fetch.url for p in joined.prepared] == [p.fetch.url for p in whole.prepared]
+    for a, b in zip(joined.prepared, whole.prepared, strict=True):
+        assert a.cleaned.body == b.cleaned.body
+        assert a.signature.hashvalues == b.signature.hashvalues
