@@ -512,8 +512,7 @@ class PreparedAhead:
             if pages is None:
                 return
             self._number += 1
-            size = max(1, self._settings.prepare_size)
-            pieces = [pages[start : start + size] for start in range(0, len(pages), size)] or [pages]
+            pieces = list(batches_of(pages, max(1, self._settings.prepare_size))) or [pages]
             pending = PendingBatch([self._executor.submit(prepare_pages, piece, self._settings) for piece in pieces])
             self._queue.append((self._number, len(pages), self._input_read(), pending))
 
