@@ -12,12 +12,16 @@ from datetime import datetime
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash, MinHashLSH
+from lxml import etree
+from lxml.html import HtmlElement
+from trafilatura import bare_extraction
+from trafilatura.utils import load_html
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
 from dedup.batch import Linker, PreparedAhead, Settings, open_store, prepare_pages
-from dedup.extract import ExtractConfig, ExtractionError, extract_article
+from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
     FingerprintConfig,
     datasketch_minhash,
@@ -72,6 +76,48 @@ def test_extract_reads_metadata_and_link_evidence():
     assert article.published_at == datetime(2026, 2, 3, 8, 15)
     assert article.site_name == "Canal Courier"
     assert CANAL_STORY[0] in article.text
+
+
+_STORY_PAGE = article_html(
+    "Canal basin to be drained",
+    CANAL_STORY,
+    ["<form><label>Email</label><input name='email'><select><option>daily</option></select></form>"],
+    published="2026-03-02T08:00:00",
+)
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        _STORY_PAGE,
+        # an XML declaration with an encoding: lxml parses such a string from its bytes only
+        '<?xml version="1.0" encoding="utf-8"?>\n' + _STORY_PAGE,
+        # a self-closing <html/> in the first lines, which trafilatura repairs
+        "<html lang='en'/>\n" + _STORY_PAGE.split("<html>", 1)[1],
+        # no html tag or doctype at all: a fragment, dubious unless it parses into several parts
+        "".join(f"<p>{p}</p>" for p in BAKERY_STORY),
+        "just a line of text, no markup",
+        "",
+    ],
+    ids=["story", "xml-declaration", "self-closing-html", "fragment", "plain-text", "empty"],
+)
+def test_pages_parse_as_trafilatura_parses_them_and_extract_the_same(page):
+    ours, theirs = parse_html(page), load_html(page)
+    assert (ours is None) == (theirs is None)
+    if ours is None:
+        return
+    assert all(isinstance(element, HtmlElement) for element in ours.iter(tag="*"))
+    options = trafilatura_options(ExtractConfig())
+    mine = bare_extraction(ours, url="https://news.example/canal", **options)
+    trafilatura_own = bare_extraction(theirs, url="https://news.example/canal", **options)
+    assert (mine is None) == (trafilatura_own is None)
+    if mine is not None:
+        assert _comparable(mine) == _comparable(trafilatura_own)
+
+
+def _comparable(document) -> dict:
+    """An extraction's fields, its trees (body, comments) as their markup."""
+    return {k: etree.tostring(v) if isinstance(v, etree._Element) else v for k, v in document.as_dict().items()}
 
 
 def test_a_page_without_article_text_is_an_extraction_error():
