@@ -220,7 +220,12 @@ class TemporaryAPI:
     def serving(self) -> Iterator[str | None]:
         """Within this block, Prefect runs flows against the temporary server
         (yields its URL), or against the API its settings name (yields None)."""
-        from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+            get_current_settings,
+            temporary_settings,
+        )
 
         settings = get_current_settings()
         if settings.api.url or not settings.server.ephemeral.enabled or self.process is None:
@@ -229,7 +234,11 @@ class TemporaryAPI:
             return
         try:
             self._wait_healthy(settings.server.ephemeral.startup_timeout_seconds)
-            with temporary_settings(updates={PREFECT_API_URL: self.url}):
+            # No flow-run heartbeats: they let a server notice a run that died,
+            # and this server dies with its run. Prefect's heartbeat thread
+            # sleeps in steps of a second and is joined when the flow ends, so
+            # every run sat idle for up to a second at its end, both cores free.
+            with temporary_settings(updates={PREFECT_API_URL: self.url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
                 try:
                     yield self.url
                 finally:

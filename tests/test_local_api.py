@@ -94,10 +94,15 @@ def test_a_command_line_run_serves_its_flow_from_a_server_it_started_without_imp
         task_states = prefect_db.execute(
             "SELECT state_type, count(*) FROM task_run WHERE flow_run_id = ? GROUP BY 1", (flow_run_id,)
         ).fetchall()
+        events = dict(prefect_db.execute("SELECT event, count(*) FROM events GROUP BY 1").fetchall())
     finally:
         prefect_db.close()
     assert flow_state == ("COMPLETED",)
     assert dict(task_states) == {"COMPLETED": 1}  # one batch of 80 pages: one link task
+    assert events["prefect.flow-run.Completed"] == 1
+    # a server that dies with its run has no use for heartbeats (they cost the
+    # run's end a wait of up to a second for Prefect's heartbeat thread)
+    assert "prefect.flow-run.heartbeat" not in events
 
 
 # what the settings of a Prefect server started with the temporary server's environment say
