@@ -52,6 +52,8 @@ class Settings:
     # fingerprint): a batch goes to the workers in pieces, so that at the
     # end of the input they run out of work together (with whole batches
     # one worker sat idle for up to a batch's time while the other finished).
+    # A batch of fewer pages than the workers' pieces together (the last one
+    # of a run, most often) is cut into one piece per worker instead.
     prepare_size: int = 50
 
 
@@ -479,6 +481,7 @@ class PreparedAhead:
         "_owns_executor",
         "_queue",
         "_settings",
+        "_workers",
         "stored_urls",
     )
 
@@ -501,7 +504,8 @@ class PreparedAhead:
         self._executor = executor or ProcessPoolExecutor(
             max_workers=max(1, workers), initializer=_exit_with_parent, initargs=(os.getpid(),)
         )
-        self._ahead = ahead or 2 * max(1, workers) + 1
+        self._workers = max(1, workers)
+        self._ahead = ahead or 2 * self._workers + 1
         self._queue: deque[tuple[int, int, float, Future]] = deque()
         self._number = 0
         self._fill()
@@ -512,7 +516,8 @@ class PreparedAhead:
             if pages is None:
                 return
             self._number += 1
-            pieces = list(batches_of(pages, max(1, self._settings.prepare_size))) or [pages]
+            piece_size = min(self._settings.prepare_size, -(-len(pages) // self._workers))
+            pieces = list(batches_of(pages, max(1, piece_size))) or [pages]
             pending = PendingBatch([self._executor.submit(prepare_pages, piece, self._settings) for piece in pieces])
             self._queue.append((self._number, len(pages), self._input_read(), pending))
 

@@ -749,3 +749,17 @@ def test_a_batch_prepared_in_pieces_by_the_workers_is_the_batch_prepared_whole()
     for a, b in zip(joined.prepared, whole.prepared, strict=True):
         assert a.cleaned.body == b.cleaned.body
         assert a.signature.hashvalues == b.signature.hashvalues
+
+
+def test_a_batch_smaller_than_the_workers_pieces_together_is_shared_among_the_workers():
+    # the last batch of a run is often short: in one piece, one worker would
+    # prepare it while the other sat idle
+    settings = Settings(batch_size=10, prepare_size=4)
+    pages = [fetched(f"https://paper.example/{n}", "<html><body></body></html>") for n in range(13)]
+    ahead = PreparedAhead(iter([pages[:8], pages[8:11], pages[11:]]), settings, workers=2, stored_urls=frozenset())
+    try:
+        batches = [(n_pages, len(pending.futures), len(pending.result().fetches)) for _, n_pages, _, pending in ahead.in_order()]
+    finally:
+        ahead.close()
+    # 8 pages: pieces of 4 (prepare_size); 3 pages: pieces of 2 and 1; 2 pages: one each
+    assert batches == [(8, 2, 8), (3, 2, 3), (2, 2, 2)]
