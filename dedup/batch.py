@@ -7,6 +7,7 @@ index and links, clusters and stores each prepared batch in turn.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -539,8 +540,11 @@ def _exit_with_parent(parent_pid: int) -> None:
     """In a worker process: exit when the run that started it is gone (killed
     with -9, say), instead of waiting for work forever. Workers also run at a
     lower priority: the orchestrator's start-up and the linker are on the
-    critical path, the workers soak up what CPU is left."""
+    critical path, the workers soak up what CPU is left. A worker collects
+    garbage, whether or not its parent had the collector off when it forked
+    (the command line has it off while it imports)."""
     os.nice(10)
+    gc.enable()
 
     def watch() -> None:
         while os.getppid() == parent_pid:

@@ -183,3 +183,26 @@ def test_a_temporary_server_that_cannot_start_is_one_line_and_leaves_the_databas
         assert con.execute("SELECT count(*) FROM documents").fetchone() == (0,)
     finally:
         con.close()
+
+
+# the command line's garbage collection, in a fresh process: off while it imports, then on
+IMPORTS_DONE = """
+import gc, json
+from flows.cli import _imports_done
+on_before = gc.isenabled()
+_imports_done()  # as a test calling main() has it: on, and nothing frozen
+unchanged = gc.isenabled() and gc.get_freeze_count() == 0
+gc.disable()  # as run() starts a command
+import flows.pipeline
+_imports_done()
+print(json.dumps([on_before, unchanged, gc.isenabled(), gc.get_freeze_count() > 100_000]))
+"""
+
+
+def test_the_command_line_collects_garbage_once_its_imports_are_done():
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_DONE], cwd=PROJECT, env=_clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the imports are frozen out of the collector's full collections, and it runs from then on
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True, True, True]

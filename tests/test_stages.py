@@ -1,12 +1,15 @@
 """Stage tests without Prefect: extract, fingerprint, link, archive."""
 
+import gc
 import gzip
 import io
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 
 import numpy as np
@@ -20,7 +23,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
-from dedup.batch import Linker, PreparedAhead, Settings, open_store, prepare_pages
+from dedup.batch import Linker, PreparedAhead, Settings, _exit_with_parent, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -763,3 +766,14 @@ def test_a_batch_smaller_than_the_workers_pieces_together_is_shared_among_the_wo
         ahead.close()
     # 8 pages: pieces of 4 (prepare_size); 3 pages: pieces of 2 and 1; 2 pages: one each
     assert batches == [(8, 2, 8), (3, 2, 3), (2, 2, 2)]
+
+
+def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off():
+    # the command line turns the collector off while it imports, and its
+    # workers fork meanwhile
+    gc.disable()
+    try:
+        with ProcessPoolExecutor(1, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+            assert pool.submit(gc.isenabled).result(timeout=60) is True
+    finally:
+        gc.enable()
