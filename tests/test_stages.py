@@ -768,12 +768,14 @@ def test_a_batch_smaller_than_the_workers_pieces_together_is_shared_among_the_wo
     assert batches == [(8, 2, 8), (3, 2, 3), (2, 2, 2)]
 
 
-def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off():
+def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off_but_not_over_what_it_inherited():
     # the command line turns the collector off while it imports, and its
     # workers fork meanwhile
     gc.disable()
     try:
         with ProcessPoolExecutor(1, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
             assert pool.submit(gc.isenabled).result(timeout=60) is True
+            # what it inherited is out of its collections' sight
+            assert pool.submit(gc.get_freeze_count).result(timeout=60) > 10_000
     finally:
         gc.enable()
