@@ -43,8 +43,8 @@ def _imports_done() -> None:
     it on, and freeze what is there now out of its full collections. The
     imports make some 200,000 objects that live as long as the process; in
     an ingest the collector went over them 460 times while they were
-    imported, and again at every full collection after (0.8 CPU-s in all,
-    0.4 after)."""
+    imported, and again at every full collection after (0.82 s of
+    collection in the benchmark's ingest, 0.18 s now)."""
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
