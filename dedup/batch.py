@@ -503,7 +503,7 @@ class PreparedAhead:
         self._input_read = input_read
         self._owns_executor = executor is None
         self._executor = executor or ProcessPoolExecutor(
-            max_workers=max(1, workers), initializer=_exit_with_parent, initargs=(os.getpid(),)
+            max_workers=max(1, workers), initializer=_set_up_worker, initargs=(os.getpid(),)
         )
         self._workers = max(1, workers)
         self._ahead = ahead or 2 * self._workers + 1
@@ -536,7 +536,7 @@ class PreparedAhead:
             self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def _set_up_worker(parent_pid: int) -> None:
     """In a worker process: exit when the run that started it is gone (killed
     with -9, say), instead of waiting for work forever. Workers also run at a
     lower priority: the orchestrator's start-up and the linker are on the

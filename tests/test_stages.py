@@ -23,7 +23,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
-from dedup.batch import Linker, PreparedAhead, Settings, _exit_with_parent, open_store, prepare_pages
+from dedup.batch import Linker, PreparedAhead, Settings, _set_up_worker, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -773,7 +773,7 @@ def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off_b
     # workers fork meanwhile
     gc.disable()
     try:
-        with ProcessPoolExecutor(1, initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(1, initializer=_set_up_worker, initargs=(os.getpid(),)) as pool:
             assert pool.submit(gc.isenabled).result(timeout=60) is True
             # what it inherited is out of its collections' sight
             assert pool.submit(gc.get_freeze_count).result(timeout=60) > 10_000
