@@ -123,6 +123,54 @@ def _comparable(document) -> dict:
     return {k: etree.tostring(v) if isinstance(v, etree._Element) else v for k, v in document.as_dict().items()}
 
 
+def _first_by_xpath(tree, xpath: str):
+    """The first non-empty value an XPath search of the whole document finds."""
+    return next((str(v).strip() for v in tree.xpath(xpath) if str(v).strip()), None)
+
+
+_BASED_ON = '{"@context": "https://schema.org", "@graph": [{"@type": "NewsArticle", "isBasedOn": {"@id": "https://canal.example/drain"}}]}'
+
+
+@pytest.mark.parametrize(
+    "extra_head, body_tail, expected",
+    [
+        # the first non-empty value of each, wherever it stands in the document
+        (
+            '<link rel="canonical" href=" "><link rel="canonical" href="/drain"><link rel="canonical" href="/later">'
+            '<meta name="original-source" content="">',
+            '<meta property="og:url" content="https://canal.example/og">',
+            ("https://copy.example/drain", "https://canal.example/og", None, None),
+        ),
+        # a source named in JSON-LD, a language from http-equiv only
+        (
+            f'<script type="application/ld+json">{_BASED_ON}</script><meta http-equiv="content-language" content="de-AT">',
+            "",
+            (None, None, "https://canal.example/drain", "de"),
+        ),
+        # the meta tag outranks JSON-LD; a script of another type is not read
+        (
+            '<meta name="original-source" content="https://first.example/a">'
+            f'<script type="application/json">{_BASED_ON}</script>',
+            "",
+            (None, None, "https://first.example/a", None),
+        ),
+    ],
+    ids=["first-non-empty", "json-ld-and-http-equiv", "meta-before-json-ld"],
+)
+def test_link_metadata_is_what_xpath_searches_of_the_document_find(extra_head, body_tail, expected):
+    html = article_html("Canal basin to be drained", CANAL_STORY, extra_head=extra_head).replace("</body>", body_tail + "</body>")
+    article = extract_article(fetched("https://copy.example/x", html), ExtractConfig())
+    assert (article.canonical_url, article.og_url, article.declared_source_url, article.lang) == expected
+    tree = parse_html(html)
+    assert article.og_url == _first_by_xpath(tree, '//meta[@property="og:url"]/@content')
+    assert article.lang == (
+        (
+            _first_by_xpath(tree, "/html/@lang") or _first_by_xpath(tree, '//meta[@http-equiv="content-language"]/@content') or ""
+        ).split("-")[0]
+        or None
+    )
+
+
 def test_a_page_without_article_text_is_an_extraction_error():
     page = fetched("https://empty.example/", "<html><body><script>var x=1;</script></body></html>")
     with pytest.raises(ExtractionError, match="no article text"):
