@@ -7,7 +7,7 @@ same value a live fetch produces, so everything after this stage is shared.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -38,7 +38,7 @@ def _parse_warc_date(value: str | None) -> datetime | None:
 
 
 def read_warc(
-    path: str | Path, skip_urls: frozenset[str] = frozenset(), on_offset: Callable[[int], None] | None = None
+    path: str | Path, skip_urls: Container[str] = frozenset(), on_offset: Callable[[int], None] | None = None
 ) -> Iterator[FetchedPage]:
     """Yield the response records of a WARC file as fetched pages.
 

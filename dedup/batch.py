@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -31,7 +30,7 @@ from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplic
 from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
 from dedup.recent import RecentShingleSets
-from dedup.store import BatchWrite, Store
+from dedup.store import BatchWrite, Store, StoredNumbers
 
 
 @dataclass(frozen=True)
@@ -155,9 +154,7 @@ SHINGLE_CACHE_HASHES = 20_000_000
 class Linker:
     """Links, clusters and stores prepared batches against one database."""
 
-    def __init__(self, store: Store, settings: Settings, known_urls: AbstractSet[str] | None = None) -> None:
-        """`known_urls`: the URLs the database holds, when the caller has read
-        them already; else they are read here."""
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
         fingerprinting = settings.fingerprint
@@ -170,9 +167,9 @@ class Linker:
             # every stored page's size in shingles, by doc_id (-1: none stored), for
             # the candidate filter; the run's pages are added as they come
             doc_ids, n_shingles = store.shingle_counts()
-            # the run is the only writer (it holds the run lock), so the stored URLs
-            # are read once and kept up to date here
-            self._known_urls = set(store.known_urls() if known_urls is None else known_urls)
+            # which URLs are stored, as numbers (the run is the only writer: it
+            # holds the run lock, and adds the URLs it stores)
+            self._stored_urls = StoredNumbers(store.url_numbers())
             # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
             # which host_lines rows are stored, read once and kept up to date (none
@@ -209,10 +206,13 @@ class Linker:
                 key = fetch.error.split(":")[0][:60]
                 stats.errors[key] = stats.errors.get(key, 0) + 1
         pages: list[Page] = []
+        # stored before (by an earlier run or batch), or twice in this batch: kept once
+        url_hashes = self.store.text_hashes({item.cleaned.article.url for item in batch.prepared})
+        stored = self._stored_before(url_hashes)
         seen: set[str] = set()
         for item in batch.prepared:
             url = item.cleaned.article.url
-            if url in self._known_urls or url in seen:
+            if url in stored or url in seen:
                 continue
             seen.add(url)
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
@@ -296,7 +296,7 @@ class Linker:
                 host_lines_grown=grown_lines,
             )
         )
-        self._known_urls |= seen
+        self._stored_urls.add(np.array([url_hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
@@ -323,6 +323,14 @@ class Linker:
             except OSError as exc:
                 problems.append(f"{what} was not saved ({exc.strerror or exc}: {exc.filename}); {instead}")
         return problems
+
+    def _stored_before(self, url_hashes: dict[str, int]) -> set[str]:
+        """Those of these URLs (with their hashes) the database holds: the few
+        whose number a stored URL may have, looked up."""
+        urls = list(url_hashes)
+        numbers = np.array([url_hashes[url] for url in urls], dtype=np.uint64)
+        maybe = [url for url, hit in zip(urls, self._stored_urls.may_hold(numbers).tolist(), strict=True) if hit]
+        return self.store.stored_urls(maybe) if maybe else set()
 
     def _remember(self, doc_id: int, shingle_set: np.ndarray) -> None:
         self._shingles[doc_id] = shingle_set
@@ -393,7 +401,7 @@ class Linker:
         lines = HostLines(config, fingerprinting.dtype)
         unhashed = {host for host, _ in keys if host not in self._host_hashes}
         if unhashed:
-            self._host_hashes.update(self.store.host_hashes(unhashed))
+            self._host_hashes.update(self.store.text_hashes(unhashed))
         rows = self.store.host_lines(self._stored_lines.held(keys, self._host_hashes))
         lines.load(
             rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
@@ -462,10 +470,6 @@ class PreparedAhead:
     orchestrator is up (the CLI does this before the Prefect flow), the
     workers are busy while it starts.
 
-    `stored_urls` are the URLs the database held when the input was read
-    (the input skips them); the linker starts from them instead of reading
-    them again.
-
     Passed as a Prefect flow parameter, it must not look like data: Prefect
     records parameters with a JSON encoder that would drain an iterable or the
     generators in an object's `__dict__`. Hence `in_order()` rather than
@@ -483,7 +487,6 @@ class PreparedAhead:
         "_queue",
         "_settings",
         "_workers",
-        "stored_urls",
     )
 
     def __init__(
@@ -492,12 +495,10 @@ class PreparedAhead:
         settings: Settings,
         workers: int,
         *,
-        stored_urls: AbstractSet[str],
         ahead: int | None = None,
         input_read: Callable[[], float] = lambda: 0.0,
         executor: Executor | None = None,
     ):
-        self.stored_urls = stored_urls
         self._batches = page_batches
         self._settings = settings
         self._input_read = input_read
@@ -562,7 +563,7 @@ def prepare_warcs_ahead(
     warc_paths: list[str], db: str, settings: Settings, workers: int, executor: Executor | None = None
 ) -> PreparedAhead:
     """Start preparing the pages of WARC files that the database does not hold yet."""
-    known = frozenset(open_store(db, settings).known_urls())
+    known = open_store(db, settings).known_urls()
     sizes = [Path(p).stat().st_size if Path(p).is_file() else 0 for p in warc_paths]
     read = {"files": 0, "offset": 0}
 
@@ -575,6 +576,4 @@ def prepare_warcs_ahead(
     def input_read() -> float:
         return (read["files"] + read["offset"]) / max(1, sum(sizes))
 
-    return PreparedAhead(
-        batches_of(pages(), settings.batch_size), settings, workers, stored_urls=known, input_read=input_read, executor=executor
-    )
+    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, input_read=input_read, executor=executor)

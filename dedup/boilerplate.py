@@ -28,6 +28,7 @@ import numpy as np
 
 from dedup.clean import fold
 from dedup.models import CleanedArticle, HostLineRow, Marker
+from dedup.store import StoredNumbers
 
 RULE_ID = "learned"
 
@@ -74,20 +75,17 @@ class LineSeen:
 
 class StoredLineKeys:
     """Which (host, line_key) pairs have a row in host_lines, held by a run
-    (the only writer: the run lock) so that a batch looks up only the pairs
-    stored: most of a batch's edge paragraphs are new (its stories' own
-    text), and finding the few stored ones meant a scan of the table's key
-    column for every batch (at a million pages, 3 million rows).
+    so that a batch looks up only the pairs stored: most of a batch's edge
+    paragraphs are new (its stories' own text), and finding the few stored
+    ones meant a scan of the table's key column for every batch (at a
+    million pages, 3 million rows).
 
     A pair is held as one 64-bit number, DuckDB's hash of the host xor the
-    key (`Store.host_line_numbers`, `Store.host_hashes`): two pairs may share
-    a number, which costs a lookup that finds nothing, never a stored row
-    missed."""
+    key (`Store.host_line_numbers`, `Store.text_hashes`), in a StoredNumbers."""
 
     def __init__(self, numbers: np.ndarray) -> None:
         """`numbers`: the stored pairs' numbers, sorted."""
-        self._stored = numbers
-        self._added: set[int] = set()  # stored by this run
+        self._numbers = StoredNumbers(numbers)
 
     @staticmethod
     def numbers_of(pairs: list[tuple[str, int]], host_hashes: dict[str, int]) -> np.ndarray:
@@ -97,19 +95,12 @@ class StoredLineKeys:
     def held(self, pairs: set[tuple[str, int]], host_hashes: dict[str, int]) -> set[tuple[str, int]]:
         """Those of these pairs that may have a stored row (`host_hashes`: each of their hosts' hash)."""
         asked = list(pairs)
-        numbers = self.numbers_of(asked, host_hashes)
-        found = np.zeros(len(asked), dtype=bool)
-        if len(self._stored):
-            found = self._stored[np.minimum(np.searchsorted(self._stored, numbers), len(self._stored) - 1)] == numbers
-        return {
-            pair
-            for pair, number, hit in zip(asked, numbers.tolist(), found.tolist(), strict=True)
-            if hit or number in self._added
-        }
+        found = self._numbers.may_hold(self.numbers_of(asked, host_hashes))
+        return {pair for pair, hit in zip(asked, found.tolist(), strict=True) if hit}
 
     def add(self, rows: list[HostLineRow], host_hashes: dict[str, int]) -> None:
         """Rows the run has stored (call once their batch is committed)."""
-        self._added.update(self.numbers_of([(host, key) for host, key, _, _ in rows], host_hashes).tolist())
+        self._numbers.add(self.numbers_of([(host, key) for host, key, _, _ in rows], host_hashes))
 
 
 class HostLines:

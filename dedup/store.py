@@ -102,6 +102,33 @@ ROW_GROUP_ROWS = 16_384
 HOLD_S = 5.0
 
 
+class StoredNumbers:
+    """Which keys of a table have a stored row, held by a run (the only
+    writer: the run lock) as one 64-bit number a key (DuckDB's hash of it, or
+    a mix of hashes): the stored ones sorted, read in one query at the start
+    (a million in a few hundredths of a second), and those the run stores
+    since. Two keys may share a number: that costs a lookup that finds
+    nothing, never a stored row missed."""
+
+    def __init__(self, stored: np.ndarray) -> None:
+        """`stored`: the numbers of the stored keys, sorted (uint64)."""
+        self._stored = stored
+        self._added: set[int] = set()
+
+    def may_hold(self, numbers: np.ndarray) -> np.ndarray:
+        """For each number (uint64), whether a stored key may have it."""
+        found = np.zeros(len(numbers), dtype=bool)
+        if len(self._stored):
+            found = self._stored[np.minimum(np.searchsorted(self._stored, numbers), len(self._stored) - 1)] == numbers
+        if self._added:
+            found |= np.array([n in self._added for n in numbers.tolist()], dtype=bool)
+        return found
+
+    def add(self, numbers: np.ndarray) -> None:
+        """Numbers of keys the run has stored (call once their batch is committed)."""
+        self._added.update(numbers.tolist())
+
+
 class Store:
     def __init__(self, path: str | Path, lock_wait_s: float = 30.0) -> None:
         self.path = Path(path)
@@ -340,8 +367,22 @@ class Store:
     # -- reads -------------------------------------------------------------
 
     def known_urls(self) -> set[str]:
+        """Every stored URL (a WARC reader skips them: see `stored_urls` for a few)."""
         with self.connect() as con:
             return set(con.sql("SELECT url FROM documents").to_arrow_table().column(0).to_pylist())
+
+    def url_numbers(self) -> np.ndarray:
+        """Every stored URL's DuckDB hash, sorted (for a StoredNumbers: 8 bytes
+        a page, 0.02 to 0.05 s for a million, where reading the URLs into a
+        set of strings takes 0.3 to 0.7 s)."""
+        with self.connect() as con:
+            numbers = con.sql("SELECT hash(url) AS n FROM documents").fetchnumpy()["n"]
+        return np.sort(np.asarray(numbers, dtype=np.uint64))
+
+    def stored_urls(self, urls: Iterable[str]) -> set[str]:
+        """Those of `urls` the database holds (found through the url column's index)."""
+        with self.connect() as con:
+            return {url for (url,) in _fetch_by_ids(con, "SELECT url FROM documents WHERE url IN ({ids})", "documents", urls)}
 
     @property
     def index_folder(self) -> Path:
@@ -420,10 +461,13 @@ class Store:
             numbers = con.sql("SELECT xor(hash(host), line_key::UBIGINT) AS n FROM host_lines").fetchnumpy()["n"]
         return np.sort(np.asarray(numbers, dtype=np.uint64))
 
-    def host_hashes(self, hosts: set[str]) -> dict[str, int]:
-        """DuckDB's hash of each of these hosts (as `host_line_numbers` makes them)."""
+    def text_hashes(self, texts: set[str]) -> dict[str, int]:
+        """DuckDB's hash of each of these strings (hosts, URLs: as
+        `host_line_numbers` and `url_numbers` make them)."""
+        if not texts:
+            return {}
         with self.connect() as con:
-            rows = con.execute("SELECT h, hash(h) FROM unnest(?::VARCHAR[]) AS t(h)", [sorted(hosts)]).fetchall()
+            rows = con.execute("SELECT t, hash(t) FROM unnest(?::VARCHAR[]) AS u(t)", [sorted(texts)]).fetchall()
         return dict(rows)
 
     def host_page_counts(self) -> dict[str | None, tuple[int, int]]:
@@ -678,35 +722,45 @@ def _marker_row(doc_id: int, marker: Marker) -> list:
     return [doc_id, marker.kind, marker.rule, marker.text, marker.position, marker.marks_copy]
 
 
-# DuckDB finds rows through an ART index (a primary key, or CREATE INDEX) for
-# `column IN (1, 2, ...)` written out as literals, when fewer rows match than
-# its index_scan_max_count (2048); a list parameter or a join with a list
-# scans the whole table instead. Planning costs about 20 microseconds a
-# literal, so a lookup of many ids that are a large share of the table (a
-# young database, a run of many copies of the same stories) goes as a list
-# (`IN (SELECT unnest(?))`): in the ingest benchmark's tables of 3,000 to
-# 4,500 rows, 870 ids took 4 ms a query instead of 15 to 22. At a million
-# pages a batch's ids are a small share, and a scan would read every row of
-# the wide columns (page text): index lookups.
+# DuckDB finds rows through an ART index (a primary key, UNIQUE, or CREATE
+# INDEX) for `column IN (1, 2, ...)` written out as literals or as one
+# parameter each, when fewer rows match than its index_scan_max_count (2048);
+# a list parameter or a join with a list scans the whole table instead.
+# Planning costs about 20 microseconds a value, so a lookup of many keys that
+# are a large share of the table (a young database, a run of many copies of
+# the same stories) goes as a list (`IN (SELECT unnest(?))`): in the ingest
+# benchmark's tables of 3,000 to 4,500 rows, 870 ids took 4 ms a query
+# instead of 15 to 22. At a million pages a batch's keys are a small share,
+# and a scan would read every row of the wide columns (page text): index
+# lookups.
 INDEX_LOOKUP_IDS = 2048
 LIST_LOOKUP_MIN_IDS = 100
 LIST_LOOKUP_MIN_SHARE = 0.05
 
 
-def _id_queries(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> Iterator[tuple[str, list]]:
+def _id_queries(
+    con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int] | Iterable[str]
+) -> Iterator[tuple[str, list]]:
     """`sql` with its `{ids}` filled in, and its parameters: one query with
-    a list, or literals for INDEX_LOOKUP_IDS of them a query (at least one)."""
-    ordered = sorted({int(i) for i in ids})
+    a list, or INDEX_LOOKUP_IDS of them a query (at least one). The ids are
+    numbers (doc_id, cluster_id: written out, the quickest to plan) or text
+    (a URL: one parameter each, so no character needs escaping)."""
+    ordered = sorted(set(ids))
+    text = bool(ordered) and isinstance(ordered[0], str)
     if len(ordered) > LIST_LOOKUP_MIN_IDS:
         ((rows,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
         if len(ordered) >= LIST_LOOKUP_MIN_SHARE * rows:
-            yield sql.format(ids="SELECT unnest(?::BIGINT[])"), [ordered]
+            yield sql.format(ids=f"SELECT unnest(?::{'VARCHAR' if text else 'BIGINT'}[])"), [ordered]
             return
     for start in range(0, max(1, len(ordered)), INDEX_LOOKUP_IDS):
-        yield sql.format(ids=",".join(map(str, ordered[start : start + INDEX_LOOKUP_IDS])) or "NULL"), []
+        chunk = ordered[start : start + INDEX_LOOKUP_IDS]
+        if text:
+            yield sql.format(ids=",".join("?" * len(chunk))), chunk
+        else:
+            yield sql.format(ids=",".join(str(int(i)) for i in chunk) or "NULL"), []
 
 
-def _fetch_by_ids(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int]) -> list[tuple]:
+def _fetch_by_ids(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int] | Iterable[str]) -> list[tuple]:
     """The rows of `sql`, a query of `table`, for all of `ids` (see `_id_queries`)."""
     return [row for query, params in _id_queries(con, sql, table, ids) for row in con.execute(query, params).fetchall()]
 

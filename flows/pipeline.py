@@ -112,7 +112,7 @@ def _link_all(
     total = BatchStats()
     try:
         with store.holding():
-            linker = Linker(store, settings, known_urls=ahead.stored_urls)
+            linker = Linker(store, settings)
             for number, n_pages, input_read, pending in ahead.in_order():
                 while not pending.ready(timeout=WAIT_POLL_S):
                     store.let_readers_in()
@@ -211,7 +211,7 @@ def _crawl(
     listed = [s for s in sources if s.kind != "page"]
     found = discover_urls(fetcher, listed, len(listed)) if listed else []
     urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
-    known = store.known_urls()
+    known = store.stored_urls(urls)
     todo = urls if refresh else [u for u in urls if u not in known]
     fetched_so_far = {"urls": 0}
     # a feed or sitemap that gave nothing is recorded in `fetches` with the first batch
@@ -233,7 +233,6 @@ def _crawl(
         fetched(),
         settings,
         workers,
-        stored_urls=known,
         ahead=workers + 1,
         input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
         executor=executor,

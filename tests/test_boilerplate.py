@@ -153,7 +153,7 @@ def test_stored_line_keys_answer_for_the_stored_pairs_and_what_the_run_added(db_
     con.close()
     keys = StoredLineKeys(store.host_line_numbers())
     asked = {("a.example", 8), ("a.example", 20), ("b.example", 8), ("b.example", 20), ("c.example", 3)}
-    hashes = store.host_hashes({host for host, _ in asked})
+    hashes = store.text_hashes({host for host, _ in asked})
     assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20)}
     keys.add([("b.example", 8, "text", [1]), ("c.example", 4, "text", [2])], hashes)
     assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20), ("b.example", 8)}

@@ -740,6 +740,61 @@ def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, mo
     assert clusters == {d: d % 7 for d in doc_ids} and members == [d for d in range(1, 301) if d % 7 in (0, 1, 3, 5)]
 
 
+def test_the_store_finds_which_urls_it_holds_whatever_their_characters(tmp_path, monkeypatch):
+    """Each URL is a parameter (quotes, question marks and non-ASCII need no
+    escaping), in as many queries as the index lookup's limit asks, or all in
+    one list (many URLs, a large share of the table)."""
+    from dedup import store as store_module
+    from dedup.store import Store
+
+    store = Store(tmp_path / "urls.duckdb")
+    store.migrate()
+    held = ["https://a.example/it's?q=1&r=2", "https://b.example/café/?", "https://c.example/plain"]
+    held += [f"https://d.example/{n}" for n in range(20)]
+    with store.connect() as con:
+        con.executemany(
+            "INSERT INTO documents (doc_id, url, n_shingles, minhash, marks_copy, cluster_id, run_id) VALUES (?, ?, 1, '', false, 1, 1)",
+            [[n + 1, url] for n, url in enumerate(held)],
+        )
+    asked = held[::2] + ["https://a.example/its?q=1&r=2", "https://b.example/cafe/?", "'", "?"]
+    assert store.stored_urls(asked) == set(held[::2])
+    monkeypatch.setattr(store_module, "INDEX_LOOKUP_IDS", 3)
+    assert store.stored_urls(asked) == set(held[::2])
+    monkeypatch.setattr(store_module, "LIST_LOOKUP_MIN_IDS", 0)
+    assert store.stored_urls(asked) == set(held[::2])
+    assert store.stored_urls([]) == set()
+
+
+def test_a_url_in_two_batches_of_a_run_is_stored_once(tmp_path):
+    settings = Settings()
+    store = open_store(str(tmp_path / "twice.duckdb"), settings)
+    run_id = store.start_run("ingest", None, {})
+    page = fetched("https://canal.example/drain", article_html("Canal drained", CANAL_STORY))
+    other = fetched("https://bakery.example/bread", article_html("Bakery", BAKERY_STORY))
+    linker = Linker(store, settings)
+    first = linker.link_batch(run_id, prepare_pages([page], settings))
+    second = linker.link_batch(run_id, prepare_pages([other, page, other], settings))
+    assert (first.pages, second.pages) == (1, 1)
+    with store.connect() as con:
+        assert con.execute("SELECT count(*), count(DISTINCT url) FROM documents").fetchone() == (2, 2)
+
+
+def test_a_new_url_whose_number_a_stored_url_has_is_still_stored(tmp_path):
+    """Two URLs may share a number (a hash): the linker then looks the URL up,
+    and stores the page if the database does not hold it."""
+    from dedup.store import StoredNumbers
+
+    settings = Settings()
+    store = open_store(str(tmp_path / "shared-number.duckdb"), settings)
+    run_id = store.start_run("ingest", None, {})
+    page = fetched("https://canal.example/drain", article_html("Canal drained", CANAL_STORY))
+    linker = Linker(store, settings)
+    number = store.text_hashes({page.url})[page.url]
+    linker._stored_urls = StoredNumbers(np.array([number], dtype=np.uint64))  # as if a stored URL had its number
+    assert linker.link_batch(run_id, prepare_pages([page], settings)).pages == 1
+    assert linker.link_batch(run_id, prepare_pages([page], settings)).pages == 0
+
+
 def test_writer_starts_new_row_groups_past_the_bound(tmp_path, monkeypatch):
     """Rows appended by the run's connection go to row groups of at most
     ROW_GROUP_ROWS rows (a checkpoint rewrites the last one whole)."""
@@ -786,7 +841,7 @@ def test_a_batch_prepared_in_pieces_by_the_workers_is_the_batch_prepared_whole()
     pages = [fetched(f"https://paper.example/{t.lower()}", article_html(t, story)) for t, story in stories]
     pages.insert(1, fetched("https://paper.example/empty", "<html><body></body></html>"))  # extracts to nothing
     pages.append(fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY)))
-    ahead = PreparedAhead(iter([pages]), settings, workers=2, stored_urls=frozenset())
+    ahead = PreparedAhead(iter([pages]), settings, workers=2)
     try:
         [(number, n_pages, _, pending)] = list(ahead.in_order())
         joined = pending.result()
@@ -807,7 +862,7 @@ def test_a_batch_smaller_than_the_workers_pieces_together_is_shared_among_the_wo
     # prepare it while the other sat idle
     settings = Settings(batch_size=10, prepare_size=4)
     pages = [fetched(f"https://paper.example/{n}", "<html><body></body></html>") for n in range(13)]
-    ahead = PreparedAhead(iter([pages[:8], pages[8:11], pages[11:]]), settings, workers=2, stored_urls=frozenset())
+    ahead = PreparedAhead(iter([pages[:8], pages[8:11], pages[11:]]), settings, workers=2)
     try:
         batches = [(n_pages, len(pending.futures), len(pending.result().fetches)) for _, n_pages, _, pending in ahead.in_order()]
     finally:
