@@ -698,18 +698,19 @@ def _bulk_insert(
     """Insert many rows in one statement through an Arrow table (executemany
     is row by row and dominated the write time). With `replacing` (the
     table's key columns), stored rows with the same key are deleted first:
-    a tenth of the time INSERT OR REPLACE takes on a table of millions."""
+    a tenth of the time INSERT OR REPLACE takes on a table of millions.
+
+    DuckDB finds the Arrow table by its variable's name, `_bulk_rows` (a
+    replacement scan; no table of ours has that name): 1.9 ms a statement
+    of 200 rows against 2.7 ms registering and unregistering it, and a batch
+    makes nine or ten."""
     if not rows:
         return
-    arrow = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
-    con.register("_bulk_rows", arrow)
-    try:
-        if replacing:
-            key = ", ".join(replacing)
-            con.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT ({key}) FROM _bulk_rows)")
-        con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _bulk_rows")
-    finally:
-        con.unregister("_bulk_rows")
+    _bulk_rows = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})  # noqa: F841 - read by name
+    if replacing:
+        key = ", ".join(replacing)
+        con.execute(f"DELETE FROM {table} WHERE ({key}) IN (SELECT ({key}) FROM _bulk_rows)")
+    con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(columns)} FROM _bulk_rows")
 
 
 DOCUMENT_COLUMNS = (
