@@ -746,7 +746,7 @@ def _id_queries(
     a list, or INDEX_LOOKUP_IDS of them a query (at least one). The ids are
     numbers (doc_id, cluster_id: written out, the quickest to plan) or text
     (a URL: one parameter each, so no character needs escaping)."""
-    ordered = sorted(set(ids))
+    ordered = sorted({i if isinstance(i, str) else int(i) for i in ids})  # numpy integers as Python's
     text = bool(ordered) and isinstance(ordered[0], str)
     if len(ordered) > LIST_LOOKUP_MIN_IDS:
         ((rows,),) = con.execute(f"SELECT count(*) FROM {table}").fetchall()
