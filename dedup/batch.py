@@ -206,9 +206,16 @@ class Linker:
                 key = fetch.error.split(":")[0][:60]
                 stats.errors[key] = stats.errors.get(key, 0) + 1
         pages: list[Page] = []
+        # the URLs' hashes, and those of the hosts learned boilerplate has not
+        # met yet, in one query
+        urls = {item.cleaned.article.url for item in batch.prepared}
+        hosts: set[str] = set()
+        if settings.boilerplate.enabled:
+            hosts = {item.cleaned.article.host or "" for item in batch.prepared} - self._host_hashes.keys()
+        hashes = self.store.text_hashes(urls | hosts)
+        self._host_hashes.update((host, hashes[host]) for host in hosts)
         # stored before (by an earlier run or batch), or twice in this batch: kept once
-        url_hashes = self.store.text_hashes({item.cleaned.article.url for item in batch.prepared})
-        stored = self._stored_before(url_hashes)
+        stored = self._stored_before({url: hashes[url] for url in urls})
         seen: set[str] = set()
         for item in batch.prepared:
             url = item.cleaned.article.url
@@ -296,7 +303,7 @@ class Linker:
                 host_lines_grown=grown_lines,
             )
         )
-        self._stored_urls.add(np.array([url_hashes[url] for url in seen], dtype=np.uint64))
+        self._stored_urls.add(np.array([hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
@@ -393,15 +400,13 @@ class Linker:
     def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
-        the host_lines rows to store with the batch (new lines, grown lines)."""
+        the host_lines rows to store with the batch (new lines, grown lines).
+        The batch's hosts are hashed already (`_link_batch`)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype)
-        unhashed = {host for host, _ in keys if host not in self._host_hashes}
-        if unhashed:
-            self._host_hashes.update(self.store.text_hashes(unhashed))
         rows = self.store.host_lines(self._stored_lines.held(keys, self._host_hashes))
         lines.load(
             rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
