@@ -7,6 +7,7 @@ version behind it.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import datetime
 
@@ -25,6 +26,10 @@ from dedup.store import Store
 # a host with this many failed fetches and none that worked gets a warning
 FAILING_HOST_WARN_AT = 3
 TABLE_ROWS = 200
+# the progress artifact is updated at most this often (each update is a
+# request the API server answers with a database write; a run links a batch
+# every second or two) and once at the end
+PROGRESS_EVERY_S = 5.0
 
 
 def crawl_run_name() -> str:
@@ -63,11 +68,17 @@ class RunMonitor:
         self._progress_id = create_progress_artifact(
             0.0, key=f"{kind}-progress", description=f"Share of this {kind} run's input that is linked and stored."
         )
+        self._progress_at = time.monotonic()
         self._failures: Counter[str] = Counter()
         self._successes: set[str] = set()
         self._warned: set[str] = set()
 
-    def progress(self, fraction: float) -> None:
+    def progress(self, fraction: float, final: bool = False) -> None:
+        """Show the share of the input done (skipped if shown under PROGRESS_EVERY_S ago, unless `final`)."""
+        now = time.monotonic()
+        if not final and now - self._progress_at < PROGRESS_EVERY_S:
+            return
+        self._progress_at = now
         update_progress_artifact(self._progress_id, round(100.0 * min(1.0, max(0.0, fraction)), 1))
 
     def fetched(self, pages: list[FetchedPage]) -> None:
@@ -86,7 +97,7 @@ class RunMonitor:
 
     def finish(self, store: Store, run_id: int, summary: dict) -> None:
         """The run's summary, its new and grown clusters, and its failed fetches, as artifacts."""
-        self.progress(1.0)
+        self.progress(1.0, final=True)
         report = run_report(store, run_id)
         create_markdown_artifact(
             summary_markdown(self.kind, run_id, summary, report),

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -214,3 +215,32 @@ def test_a_host_that_keeps_failing_gets_one_warning_and_the_run_goes_on(httpserv
     warnings = [r.getMessage() for r in caplog.records if "keeps failing" in r.getMessage()]
     assert len(warnings) == 1 and "127.0.0.1:9" in warnings[0]
     assert (summary["pages"], summary["failed"]) == (1, 4)
+
+
+def test_the_progress_artifact_is_updated_at_most_every_few_seconds_and_at_the_end(monkeypatch):
+    from prefect import flow
+    from prefect.artifacts import Artifact
+
+    from flows import monitor
+
+    monkeypatch.setattr(monitor, "PROGRESS_EVERY_S", 1.0)
+
+    def shown() -> float:
+        return Artifact.get("watched-progress").data
+
+    @flow
+    def watched() -> list[float]:
+        run = monitor.RunMonitor("watched")
+        seen = [shown()]
+        run.progress(0.25)  # just created: not shown yet
+        seen.append(shown())
+        time.sleep(1.05)
+        run.progress(0.5)
+        seen.append(shown())
+        run.progress(0.75)  # shown under a second ago
+        seen.append(shown())
+        run.progress(0.9, final=True)
+        seen.append(shown())
+        return seen
+
+    assert watched() == [0.0, 0.0, 50.0, 50.0, 90.0]
