@@ -6,7 +6,8 @@ so late, and dearly: to reach the class that starts the subprocess, the
 calling process imports Prefect's whole server package (4.5 CPU-seconds on
 a 2-core machine, as much as the subprocess then spends importing it again),
 and only then does the subprocess begin to start. `TemporaryAPI` starts the
-same server, the same way, before the command reads its input, so the
+same server (Prefect's app, under uvicorn, in a subprocess with Prefect's
+switches for a temporary server) before the command reads its input, so the
 server's start-up overlaps the command's own imports and its workers'
 extraction, and the command's process never imports the server package.
 
@@ -58,28 +59,31 @@ _SERVER_ENV = {
 }
 
 
-# Run in the server's process before uvicorn starts: Linux terminates it when
-# the run that started it dies (killed with -9 included); elsewhere, or if
-# the run is already gone, it is left to its own exit. Then the app is made
-# (uvicorn's call of the factory gets Prefect's cached app) with Python's
-# garbage collector off, and what that made is frozen out of the
-# collector's sight: importing Prefect's server makes hundreds of thousands
-# of objects, none of them garbage, and the collector went over them 800
-# times, 0.8 of the server's 4 CPU-s in an ingest (0.08 now).
+# The server's process (arguments: the run's PID, the port). Linux
+# terminates it when the run that started it dies (killed with -9 included);
+# elsewhere, or if the run is already gone, it is left to its own exit. The
+# app is made with Python's garbage collector off, and what that made is
+# frozen out of the collector's sight: importing Prefect's server makes
+# hundreds of thousands of objects, none of them garbage, and the collector
+# went over them 800 times, 0.8 of the server's 4 CPU-s in an ingest (0.08
+# now). uvicorn serves that app object, as `uvicorn --factory
+# prefect.server.api.server:create_app` (what Prefect runs) serves the one
+# the factory returns: asked again, the factory returns the same app from
+# its cache, after 0.13 CPU-s of settings hashing and logging set-up.
 _LAUNCH = """
-import ctypes, gc, os, runpy, signal, sys
-parent = int(sys.argv.pop(1))
+import ctypes, gc, os, signal, sys
+parent, port = int(sys.argv[1]), int(sys.argv[2])
 if sys.platform.startswith("linux"):
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 if os.getppid() != parent:
     sys.exit(0)
 gc.disable()
 from prefect.server.api.server import create_app
-create_app()
+app = create_app()
 gc.freeze()
 gc.enable()
-sys.argv[0] = "uvicorn"
-runpy.run_module("uvicorn", run_name="__main__", alter_sys=True)
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
 """
 
 
@@ -97,16 +101,6 @@ def answers_health(api_url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _prefect_package() -> Path:
-    """Where the `prefect` package lives, found without importing it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("prefect")
-    if spec is None or spec.origin is None:
-        raise TemporaryAPIError("Prefect is not installed in this environment")
-    return Path(spec.origin).parent
 
 
 def _send_what_prefect_queued() -> None:
@@ -161,24 +155,7 @@ class TemporaryAPI:
         self._log.truncate()
         env = {**os.environ, **_SERVER_ENV}
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LAUNCH,
-                str(os.getpid()),
-                "--app-dir",
-                str(_prefect_package().parent),
-                "--factory",
-                "prefect.server.api.server:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
+            [sys.executable, "-c", _LAUNCH, str(os.getpid()), str(self.port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
