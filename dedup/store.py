@@ -367,6 +367,29 @@ class Store:
                 [_now(), json.dumps(stats, default=str), run_id],
             )
 
+    def run_cluster_counts(self, run_id: int) -> dict[str, int]:
+        """What a run did to the clusters, each cluster counted once, as they
+        stand at its end: `new_clusters` (created by the run), `grown_clusters`
+        (stored before it, given pages or merged clusters by it),
+        `originals_found` (of those two, the copied ones with an original).
+        Summing each batch's counts instead would count a cluster in every
+        batch that touched it (a first ingest of the dev corpus: 283 "grew")."""
+        with self.connect() as con:
+            ((new, grown, with_original),) = con.execute(
+                """
+                WITH touched AS (
+                    SELECT cluster_id, bool_or(kind = 'created') AS created FROM cluster_events
+                    WHERE run_id = ? AND kind IN ('created', 'grew', 'merged') GROUP BY cluster_id
+                )
+                SELECT count(*) FILTER (WHERE t.created),
+                       count(*) FILTER (WHERE NOT t.created),
+                       count(*) FILTER (WHERE c.original_doc_id IS NOT NULL AND c.size > 1)
+                FROM touched t JOIN clusters c USING (cluster_id)
+                """,
+                [run_id],
+            ).fetchall()
+        return {"new_clusters": new, "grown_clusters": grown, "originals_found": with_original}
+
     # -- reads -------------------------------------------------------------
 
     def known_urls(self) -> set[str]:

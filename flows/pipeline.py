@@ -123,6 +123,9 @@ def _link_all(
                     progress(n_pages)
             for problem in linker.save_for_next_run():
                 get_run_logger().warning(problem)
+            # the run's clusters counted once each, not once per batch that touched them
+            for name, count in store.run_cluster_counts(run_id).items():
+                setattr(total, name, count)
     finally:
         ahead.close()
     return total

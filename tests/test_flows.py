@@ -244,3 +244,27 @@ def test_the_progress_artifact_is_updated_at_most_every_few_seconds_and_at_the_e
         return seen
 
     assert watched() == [0.0, 0.0, 50.0, 50.0, 90.0]
+
+
+def test_a_runs_summary_counts_each_cluster_once_whatever_its_batches(tmp_path, db_path):
+    canal = [
+        ("https://canal.example/drain", article_html("Canal drained", CANAL_STORY, site_name="Canal Courier")),
+        ("https://relay.example/canal", article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay")),
+        ("https://mirror.example/canal", article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Mirror")),
+    ]
+    bakery = [
+        ("https://bakery.example/bread", article_html("Bakery bread", BAKERY_STORY, site_name="Bakery Bugle")),
+        ("https://relay.example/bread", article_html("Bakery bread", BAKERY_STORY, [SEED_DISCLAIMER], site_name="Relay")),
+    ]
+    html = "text/html; charset=utf-8"
+    first = write_warc(tmp_path / "first.warc.gz", [(u, h.encode(), html) for u, h in canal[:2] + bakery])
+    one_page_a_batch = replace(LOOPBACK, batch_size=1)
+    # the canal cluster is made in one batch and grows in the next: one new cluster, not one that also "grew"
+    summary = ingest_flow([str(first)], db=db_path, settings=one_page_a_batch)
+    assert (summary["pages"], summary["new_clusters"], summary["grown_clusters"], summary["originals_found"]) == (4, 2, 0, 2)
+    # a stored cluster given a page by a later run grew, once
+    second = write_warc(tmp_path / "second.warc.gz", [(u, h.encode(), html) for u, h in canal[2:]])
+    summary = ingest_flow([str(second)], db=db_path, settings=one_page_a_batch)
+    assert (summary["pages"], summary["new_clusters"], summary["grown_clusters"], summary["originals_found"]) == (1, 0, 1, 1)
+    with duckdb.connect(db_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM clusters WHERE size > 1").fetchone()[0] == 2
