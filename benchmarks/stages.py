@@ -10,12 +10,13 @@ libraries already loaded) for:
 - fingerprint: our batched numpy MinHash, in one process and spread over two;
   baseline: datasketch `MinHash.update_batch`, one document at a time (the
   shingle strings of our tokenizer, datasketch's default SHA-1 hash);
-- lsh: our band tables, a batch of 200 added then queried at a time;
+- lsh: our band tables, a batch (the pipeline's batch size) added then
+  queried at a time;
   baseline: datasketch MinHashLSH with the same bands, one insert and one
   query per document (on the first `--sample` documents; ours is measured on
   the same sample for the ratio, and on the whole corpus);
 - link+store: the Linker (candidates, exact verification, clusters,
-  provenance, one DuckDB transaction per batch of 200) into an empty database;
+  provenance, one DuckDB transaction per batch) into an empty database;
 - incremental: 10,000 more documents into the database of the whole corpus,
   against the same 10,000 into an empty database, the two measured in turn
   `--rounds` times (default 3); the median of the rounds' ratios is reported.
@@ -51,7 +52,7 @@ from dedup.store import Store  # noqa: E402
 
 SETTINGS = Settings()
 FP = SETTINGS.fingerprint
-BATCH = 200
+BATCH = SETTINGS.batch_size  # pages a run links (and searches the LSH index for) at a time
 ADDED = 10_000
 
 
@@ -311,7 +312,7 @@ def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None
     lsh = measure("lsh", path)
     lsh_sample = measure("lsh", path, sample)
     lsh_base = measure("lsh-baseline", path, sample)
-    line("lsh, ours (add + query per batch of 200)", lsh)
+    line(f"lsh, ours (add + query per batch of {BATCH})", lsh)
     line("lsh, MinHashLSH insert + query per doc", lsh_base)
     print(
         f"  -> lsh: {lsh_sample['docs_per_s'] / lsh_base['docs_per_s']:.1f}x the baseline's speed, "
