@@ -401,9 +401,7 @@ class Store:
         """Every stored URL's DuckDB hash, sorted (for a StoredNumbers: 8 bytes
         a page, 0.02 to 0.05 s for a million, where reading the URLs into a
         set of strings takes 0.3 to 0.7 s)."""
-        with self.connect() as con:
-            numbers = con.sql("SELECT hash(url) AS n FROM documents").fetchnumpy()["n"]
-        return np.sort(np.asarray(numbers, dtype=np.uint64))
+        return self._sorted_numbers("SELECT hash(url) AS n FROM documents")
 
     def stored_urls(self, urls: Iterable[str]) -> set[str]:
         """Those of `urls` the database holds (found through the url column's index)."""
@@ -483,8 +481,12 @@ class Store:
 
     def host_line_numbers(self) -> np.ndarray:
         """Every host_lines row's (host, line_key) as one number, sorted: see `StoredLineKeys`."""
+        return self._sorted_numbers("SELECT xor(hash(host), line_key::UBIGINT) AS n FROM host_lines")
+
+    def _sorted_numbers(self, sql: str) -> np.ndarray:
+        """The column `n` of `sql`, sorted uint64: a StoredNumbers' stored keys."""
         with self.connect() as con:
-            numbers = con.sql("SELECT xor(hash(host), line_key::UBIGINT) AS n FROM host_lines").fetchnumpy()["n"]
+            numbers = con.sql(sql).fetchnumpy()["n"]
         return np.sort(np.asarray(numbers, dtype=np.uint64))
 
     def text_hashes(self, texts: set[str]) -> dict[str, int]:
@@ -784,7 +786,7 @@ def _id_queries(
         if text:
             yield sql.format(ids=",".join("?" * len(chunk))), chunk
         else:
-            yield sql.format(ids=",".join(str(int(i)) for i in chunk) or "NULL"), []
+            yield sql.format(ids=",".join(map(str, chunk)) or "NULL"), []
 
 
 def _fetch_by_ids(con: duckdb.DuckDBPyConnection, sql: str, table: str, ids: Iterable[int] | Iterable[str]) -> list[tuple]:
