@@ -687,20 +687,30 @@ def test_prepared_pages_come_back_without_their_html_and_their_sizes_are_stored(
 def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n_ids, as_list):
     """Ids that are many and a large share of the table go as one list
     parameter, others as literals (2,048 a query): either way the rows are
-    exactly those of the ids asked for."""
+    exactly those of the ids asked for, and the same when the lookups are
+    split over several connections (to the file, or to it attached as a
+    run's writing connection attaches it)."""
     import duckdb
 
-    from dedup.store import _fetch_by_ids, _id_queries
+    from dedup.store import _fetch_by_ids, _fetch_by_ids_concurrently, _id_queries, _open_writer
 
-    con = duckdb.connect(str(tmp_path / "ids.duckdb"))
+    path = tmp_path / "ids.duckdb"
+    con = duckdb.connect(str(path))
     con.execute("CREATE TABLE pages (doc_id BIGINT PRIMARY KEY, word VARCHAR)")
     con.execute("INSERT INTO pages SELECT i, 'w' || i FROM range(1, 100_001) r(i)")
     wanted = set(range(7, 7 + 3 * n_ids, 3)) | ({200_000} if n_ids else set())  # one id the table lacks
     sql = "SELECT doc_id, word FROM pages WHERE doc_id IN ({ids})"
     queries = list(_id_queries(con, sql, "pages", wanted))
     assert [bool(params) for _, params in queries] == ([True] if as_list else [False] * max(1, math.ceil(len(wanted) / 2048)))
-    rows = _fetch_by_ids(con, sql, "pages", wanted)
-    assert sorted(rows) == [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
+    expected = [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
+    assert sorted(_fetch_by_ids(con, sql, "pages", wanted)) == expected
+    assert sorted(_fetch_by_ids_concurrently(con, sql, "pages", wanted)) == expected
+    con.close()
+    attached = _open_writer(path, {})
+    try:
+        assert sorted(_fetch_by_ids_concurrently(attached, sql, "pages", wanted)) == expected
+    finally:
+        attached.close()
 
 
 def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, monkeypatch):
