@@ -207,8 +207,8 @@ def link_store(path: Path, limit: int | None) -> tuple[int, float]:
     """The base corpus into an empty database (kept for the incremental measure)."""
     db = database_file(path)
     db.unlink(missing_ok=True)
-    shutil.rmtree(index_folder(db), ignore_errors=True)
-    shutil.rmtree(Store(db).shingles_folder, ignore_errors=True)
+    for folder in (Store(db).index_folder, Store(db).shingles_folder, Store(db).snapshot_folder):
+        shutil.rmtree(folder, ignore_errors=True)
     return link_into(str(db), (r for r in texts(path) if r["doc"] < base_size(path)))
 
 
@@ -216,9 +216,13 @@ def incremental_full(path: Path, limit: int | None) -> tuple[int, float]:
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "full.duckdb"
         shutil.copy(database_file(path), db)
-        base = Store(database_file(path))
-        # the LSH index and the latest pages' shingle sets the base's run saved
-        for saved, copy in ((base.index_folder, index_folder(db)), (base.shingles_folder, Store(db).shingles_folder)):
+        base, full = Store(database_file(path)), Store(db)
+        # the LSH index, the latest pages' shingle sets and the snapshot the base's run saved
+        for saved, copy in (
+            (base.index_folder, full.index_folder),
+            (base.shingles_folder, full.shingles_folder),
+            (base.snapshot_folder, full.snapshot_folder),
+        ):
             if saved.is_dir():
                 shutil.copytree(saved, copy)
         # the copy written out before the clock starts: the run's first sync

@@ -11,6 +11,7 @@ import gc
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
@@ -30,6 +31,7 @@ from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplic
 from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
 from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
 from dedup.recent import RecentShingleSets
+from dedup.snapshot import Snapshot, StoredKeys
 from dedup.store import BatchWrite, Store, StoredNumbers
 
 
@@ -169,18 +171,27 @@ class Linker:
             # the index an earlier run saved, then the signatures stored after it
             indexed_through = self.index.resume(store.documents_through)
             self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
+            # what is stored, as the last run saved it or read from the database
+            self.snapshot = Snapshot(store.snapshot_folder, stamp={"database_id": database_id})
+            self._last_batch = store.last_batch()
+            keys = self.snapshot.load(self._last_batch, *store.row_counts())
+            self._snapshot_current = keys is not None and keys.line_numbers is not None  # nothing to save again
+            keys = keys or self._read_keys()
             # every stored page's size in shingles, by doc_id (-1: none stored), for
             # the candidate filter; the run's pages are added as they come
-            doc_ids, n_shingles = store.shingle_counts()
+            self._sizes = keys.sizes
             # which URLs are stored, as numbers (the run is the only writer: it
             # holds the run lock, and adds the URLs it stores)
-            self._stored_urls = StoredNumbers(store.url_numbers())
+            self._stored_urls = StoredNumbers(keys.url_numbers)
             # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
             # which host_lines rows are stored, read once and kept up to date (none
             # are read or written with learned boilerplate off)
-            enabled = settings.boilerplate.enabled
-            self._stored_lines = StoredLineKeys(store.host_line_numbers() if enabled else np.empty(0, dtype=np.uint64))
+            line_numbers = keys.line_numbers
+            if line_numbers is None and settings.boilerplate.enabled:
+                line_numbers = store.host_line_numbers()
+            self._lines_held = line_numbers is not None
+            self._stored_lines = StoredLineKeys(line_numbers if self._lines_held else np.empty(0, dtype=np.uint64))
             self._host_hashes: dict[str, int] = {}  # the hosts' DuckDB hashes those numbers use, asked once a host
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
@@ -189,13 +200,18 @@ class Linker:
                 budget=settings.link.recent_shingle_hashes,
             )
             self.recent.open(lambda first, last: store.documents_through(last) - store.documents_through(first - 1))
-        self._next_id = int(doc_ids.max(initial=0)) + 1
-        self._sizes = np.full(self._next_id, -1, dtype=np.int64)
-        self._sizes[doc_ids] = n_shingles
+        self._next_id = len(self._sizes)
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
         self._shingles: dict[int, np.ndarray] = {}
         self._cached_hashes = 0
+
+    def _read_keys(self) -> StoredKeys:
+        """What is stored, read from the database (the host lines are read apart: see __init__)."""
+        doc_ids, n_shingles = self.store.shingle_counts()
+        sizes = np.full(int(doc_ids.max(initial=0)) + 1, -1, dtype=np.int64)
+        sizes[doc_ids] = n_shingles
+        return StoredKeys(url_numbers=self.store.url_numbers(), sizes=sizes, line_numbers=None)
 
     def link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         """Link, cluster and store one batch, over one database connection."""
@@ -293,9 +309,11 @@ class Linker:
         for page in pages:
             page.cluster_id = members[page.doc_id].cluster_id
         moved = {d: c for d, c in ((d, members[d].cluster_id) for d in stored_cluster) if c != stored_cluster[d]}
+        batch_id = uuid.uuid4().hex
         self.store.write_batch(
             BatchWrite(
                 run_id=run_id,
+                batch_id=batch_id,
                 pages=pages,
                 fetches=batch.fetches,
                 pairs=pairs,
@@ -308,6 +326,7 @@ class Linker:
                 host_lines_grown=grown_lines,
             )
         )
+        self._last_batch, self._snapshot_current = batch_id, False
         self._stored_urls.add(np.array([hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
@@ -321,20 +340,32 @@ class Linker:
         return stats
 
     def save_for_next_run(self) -> list[str]:
-        """Keep the LSH index and the latest pages' shingle sets for the next
-        run (call once the run's batches are stored). What is stored does not
-        depend on them: what cannot be written is returned (one line each), and
-        the next run rebuilds the index, or reads those pages' bodies."""
+        """Keep the LSH index, the latest pages' shingle sets and what the run
+        holds of what is stored, for the next run (call once the run's batches
+        are stored). What is stored does not depend on them: what cannot be
+        written is returned (one line each), and the next run rebuilds the
+        index, reads those pages' bodies, or reads what is stored."""
         problems = []
         for saving, what, instead in (
             (self.index.save, "the LSH index", "the next run rebuilds it"),
             (self.recent.save, "the latest pages' shingle sets", "the next run reads those pages' bodies instead"),
+            (self._save_snapshot, "what the run holds of what is stored", "the next run reads it from the database"),
         ):
             try:
                 saving()
             except OSError as exc:
                 problems.append(f"{what} was not saved ({exc.strerror or exc}: {exc.filename}); {instead}")
         return problems
+
+    def _save_snapshot(self) -> None:
+        if self._last_batch is None or self._snapshot_current:  # nothing stored yet, or nothing since the last save
+            return
+        keys = StoredKeys(
+            url_numbers=self._stored_urls.all(),
+            sizes=self._sizes[: self._next_id],
+            line_numbers=self._stored_lines.all() if self._lines_held else None,
+        )
+        self.snapshot.save(self._last_batch, keys)
 
     def _stored_before(self, url_hashes: dict[str, int]) -> set[str]:
         """Those of these URLs (with their hashes) the database holds: the few

@@ -102,6 +102,10 @@ class StoredLineKeys:
         """Rows the run has stored (call once their batch is committed)."""
         self._numbers.add(self.numbers_of([(host, key) for host, key, _, _ in rows], host_hashes))
 
+    def all(self) -> np.ndarray:
+        """The numbers of every stored pair, sorted."""
+        return self._numbers.all()
+
 
 class HostLines:
     """What has been seen of each host's edge paragraphs, and what is learned.

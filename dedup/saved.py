@@ -24,14 +24,17 @@ def new_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def save_arrays(folder: Path, name: str, arrays: Iterable[tuple[str, np.ndarray]]) -> None:
-    """Write each (part, array) to `<name>.<part>.npy`, synced to disk."""
+def save_arrays(folder: Path, name: str, arrays: Iterable[tuple[str, np.ndarray]], sync: bool = True) -> None:
+    """Write each (part, array) to `<name>.<part>.npy`, synced to disk (or,
+    `sync` False, left to the system to write out: for arrays whose manifest
+    holds their checksums, checked when they are read)."""
     folder.mkdir(parents=True, exist_ok=True)
     for part, array in arrays:
         with open(folder / f"{name}.{part}.npy", "wb") as out:
             np.save(out, array)
-            out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
 
 
 def replace_manifest(folder: Path, manifest_name: str, manifest: dict, arrays: Iterable[tuple[str, str]]) -> None:

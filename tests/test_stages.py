@@ -48,6 +48,7 @@ from dedup.link import (
 from dedup.models import Page
 from dedup.provenance import aggregators_of
 from dedup.recent import RecentShingleSets
+from dedup.store import Store
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
@@ -666,6 +667,99 @@ def test_a_later_run_verifies_copies_of_recent_pages_from_their_saved_shingle_se
     assert clusters["https://relay.example/canal"] == (canal_id, canal_id, canal_id)
 
 
+def noting_key_reads(store) -> list[str]:
+    """The scans of what is stored that a Linker's start makes from now on (the real scans, noted)."""
+    reads: list[str] = []
+
+    def noting(name):
+        read = getattr(store, name)
+
+        def noted():
+            reads.append(name)
+            return read()
+
+        return noted
+
+    for name in ("url_numbers", "shingle_counts", "host_line_numbers"):
+        setattr(store, name, noting(name))
+    return reads
+
+
+def assert_holds_what_is_stored(linker, store):
+    """The linker's view of what is stored is the database's (read again here)."""
+    doc_ids, n_shingles = Store.shingle_counts(store)
+    sizes = np.full(int(doc_ids.max(initial=0)) + 1, -1, dtype=np.int64)
+    sizes[doc_ids] = n_shingles
+    assert np.array_equal(linker._sizes[: linker._next_id], sizes)
+    assert np.array_equal(linker._stored_urls.all(), Store.url_numbers(store))
+    assert np.array_equal(linker._stored_lines.all(), Store.host_line_numbers(store))
+
+
+def test_a_run_starts_from_what_the_last_run_saved_only_while_the_database_is_as_it_left_it(tmp_path):
+    """A run saves what it holds of what is stored (URL and host line numbers,
+    page sizes); the next run starts from it instead of scanning the tables,
+    unless another batch was stored after it (the database put back from a
+    copy, then a run that died before saving), rows were added by hand, or a
+    saved file does not hold what was saved. Each start holds exactly what the
+    database holds, and no page is stored twice."""
+    settings = Settings()
+    store = open_store(str(tmp_path / "keys.duckdb"), settings)
+    note = "Riverside Notes collects the town's stories each morning. Tell us what we missed."
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+
+    def page(n, title, story):
+        return fetched(f"https://notes.example/{n}", article_html(title, story, [note], site_name="Riverside Notes"))
+
+    def run(pages, save=True):
+        linker = Linker(store, settings)
+        assert_holds_what_is_stored(linker, store)
+        linker.link_batch(store.start_run("ingest", None, {}), prepare_pages(pages, settings))
+        if save:
+            assert linker.save_for_next_run() == []
+
+    reads = noting_key_reads(store)
+    run([page(1, *stories[0]), page(2, *stories[1])])
+    assert reads == ["shingle_counts", "url_numbers", "host_line_numbers"]  # nothing saved yet
+    reads.clear()
+    run([page(3, *stories[2]), page(4, "Canal drained again", CANAL_STORY)])
+    assert reads == []
+    with store.connect(read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM host_lines").fetchone()[0] > 0
+    # the database put back from a copy, and a run that stored as many pages
+    # as the saved keys count, other ones, and died: the next run reads the tables
+    shutil.copy(store.path, tmp_path / "copy.duckdb")
+    run([page(5, "Library notes", CANAL_STORY[:2] + MARKET_STORY[:1])])
+    shutil.copy(tmp_path / "copy.duckdb", store.path)
+    run([page(6, "Bakery again", BAKERY_STORY)], save=False)
+    reads.clear()
+    run([page(5, "Library notes", CANAL_STORY[:2] + MARKET_STORY[:1]), page(6, "Bakery again", BAKERY_STORY)])
+    assert reads == ["shingle_counts", "url_numbers", "host_line_numbers"]
+    reads.clear()
+    # a page added by hand: read again, and the page is not stored a second time
+    with store.connect() as con:
+        con.execute(
+            "INSERT INTO documents SELECT * REPLACE ((SELECT max(doc_id) + 1 FROM documents) AS doc_id, "
+            "'https://notes.example/7' AS url) FROM documents WHERE doc_id = 1"
+        )
+    run([page(7, "Market again", MARKET_STORY)])
+    assert reads == ["shingle_counts", "url_numbers", "host_line_numbers"]
+    reads.clear()
+    # a host line added by hand: only the host lines are read again
+    with store.connect() as con:
+        con.execute("INSERT INTO host_lines VALUES ('notes.example', 12345, 'By hand.', [1])")
+    run([page(9, "Market in June", MARKET_STORY[1:])])
+    assert reads == ["host_line_numbers"]
+    reads.clear()
+    # a saved file that does not hold what its manifest says (a machine that crashed before writing it out)
+    (urls_file,) = store.snapshot_folder.glob("*.url_numbers.npy")
+    urls_file.write_bytes(urls_file.read_bytes()[:-8] + bytes(8))
+    run([page(8, "Canal once more", CANAL_STORY[1:])])
+    assert reads == ["shingle_counts", "url_numbers", "host_line_numbers"]
+    with store.connect(read_only=True) as con:
+        urls = [url for (url,) in con.execute("SELECT url FROM documents").fetchall()]
+    assert sorted(urls) == sorted(f"https://notes.example/{n}" for n in range(1, 10))
+
+
 def test_prepared_pages_come_back_without_their_html_and_their_sizes_are_stored(tmp_path):
     settings = Settings()
     pages = [
@@ -787,6 +881,19 @@ def test_a_url_in_two_batches_of_a_run_is_stored_once(tmp_path):
     assert (first.pages, second.pages) == (1, 1)
     with store.connect() as con:
         assert con.execute("SELECT count(*), count(DISTINCT url) FROM documents").fetchone() == (2, 2)
+
+
+def test_stored_numbers_count_each_key_once_and_keys_that_share_a_number_twice():
+    """What a run saves for the next (dedup/snapshot.py) is checked against
+    the tables' row counts: two keys of one number (DuckDB's hash gave two
+    of the synthetic corpus's million URLs one) are two numbers."""
+    from dedup.store import StoredNumbers
+
+    numbers = StoredNumbers(np.array([5, 9], dtype=np.uint64))
+    numbers.add(np.array([7, 9], dtype=np.uint64))
+    numbers.add(np.array([7], dtype=np.uint64))
+    assert numbers.all().tolist() == [5, 7, 7, 9, 9]
+    assert numbers.may_hold(np.array([7, 8, 9], dtype=np.uint64)).tolist() == [True, False, True]
 
 
 def test_a_new_url_whose_number_a_stored_url_has_is_still_stored(tmp_path):
