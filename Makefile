@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest_vs_extract.py
 
 clean:
-	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal reposts.duckdb.lsh reposts.duckdb.shingles reposts.duckdb.waiting reposts.duckdb.run-lock
+	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal reposts.duckdb.lsh reposts.duckdb.shingles reposts.duckdb.snapshot reposts.duckdb.waiting reposts.duckdb.run-lock
