@@ -355,7 +355,7 @@ class Store:
         return rows[0][0] if rows else None
 
     def row_counts(self) -> tuple[int, int]:
-        """How many rows documents and host_lines hold (read from DuckDB's own counts)."""
+        """How many rows documents and host_lines hold."""
         with self.connect() as con:
             ((documents, host_lines),) = con.execute(
                 "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM host_lines)"
