@@ -207,7 +207,8 @@ def link_store(path: Path, limit: int | None) -> tuple[int, float]:
     """The base corpus into an empty database (kept for the incremental measure)."""
     db = database_file(path)
     db.unlink(missing_ok=True)
-    for folder in (Store(db).index_folder, Store(db).shingles_folder, Store(db).snapshot_folder):
+    store = Store(db)
+    for folder in (store.index_folder, store.shingles_folder, store.snapshot_folder):
         shutil.rmtree(folder, ignore_errors=True)
     return link_into(str(db), (r for r in texts(path) if r["doc"] < base_size(path)))
 
@@ -255,10 +256,6 @@ def signatures_file(path: Path) -> Path:
 
 def database_file(path: Path) -> Path:
     return path.with_suffix(".duckdb")
-
-
-def index_folder(db: Path) -> Path:
-    return Store(db).index_folder
 
 
 def base_size(path: Path) -> int:
@@ -331,7 +328,7 @@ def report_link(path: Path, size: int, build: bool, rounds: int) -> None:
     elif not database_file(path).exists():
         print(f"  no database of {size:,} documents yet: run with --parts link first")
         return
-    elif not index_folder(database_file(path)).is_dir():
+    elif not Store(database_file(path)).index_folder.is_dir():
         # a base built before runs saved their LSH index: save it as its run would have
         store = open_store(str(database_file(path)), SETTINGS)
         Linker(store, SETTINGS).save_for_next_run()
