@@ -52,10 +52,11 @@ class Snapshot:
         """The saved keys, if they are those of the database as it stands: saved
         after its last batch (`last_batch`), of its `documents` pages (and, for
         the line numbers, of its `host_lines` rows)."""
-        manifest = read_manifest(self.folder, _MANIFEST, {"stamp": dict, "name": str, "last_batch": str, "documents": int})
+        fields = {"stamp": dict, "name": str, "last_batch": str, "documents": int, "checksums": dict}
+        manifest = read_manifest(self.folder, _MANIFEST, fields)
         if manifest is None or manifest["stamp"] != self.stamp or manifest["last_batch"] != last_batch:
             return None
-        if manifest["documents"] != documents or not isinstance(manifest.get("checksums"), dict):
+        if manifest["documents"] != documents:
             return None
         try:
             urls, sizes, lines = (np.load(self.folder / f"{manifest['name']}.{part}.npy") for part in _PARTS)
