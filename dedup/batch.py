@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -116,21 +116,33 @@ class PendingBatch:
     def __init__(self, futures: list[Future]) -> None:
         self.futures = futures
 
-    def ready(self, timeout: float) -> bool:
-        """Whether every piece is prepared, waiting up to `timeout` seconds."""
-        return not wait(self.futures, timeout=timeout).not_done
+    def unfinished(self) -> list[Future]:
+        """The pieces not prepared yet."""
+        return [future for future in self.futures if not future.done()]
 
     def result(self) -> PreparedBatch:
         """The pieces joined into one batch, in input order (a worker's error is raised here)."""
-        pieces = [future.result() for future in self.futures]
-        return PreparedBatch(
-            prepared=[item for piece in pieces for item in piece.prepared],
-            fetches=[fetch for piece in pieces for fetch in piece.fetches],
-        )
+        return _joined([future.result() for future in self.futures])
+
+    def take_prepared(self) -> PreparedBatch | None:
+        """The pieces at the front that are prepared, joined, and no longer
+        part of this batch; None if the first piece is not prepared yet."""
+        n = next((i for i, future in enumerate(self.futures) if not future.done()), len(self.futures))
+        if not n:
+            return None
+        taken, self.futures = self.futures[:n], self.futures[n:]
+        return _joined([future.result() for future in taken])
 
     def cancel(self) -> None:
         for future in self.futures:
             future.cancel()
+
+
+def _joined(pieces: list[PreparedBatch]) -> PreparedBatch:
+    return PreparedBatch(
+        prepared=[item for piece in pieces for item in piece.prepared],
+        fetches=[fetch for piece in pieces for fetch in piece.fetches],
+    )
 
 
 def _with_error(page: FetchedPage, error: str) -> FetchedPage:
@@ -509,7 +521,10 @@ class PreparedAhead:
     (for progress reports), and hands the next batch to the workers each time
     one is taken, so at most `ahead` batches wait in memory. Started before an
     orchestrator is up (the CLI does this before the Prefect flow), the
-    workers are busy while it starts.
+    workers are busy while it starts. `wait` waits for the next piece of the
+    input to be prepared; `on_last_pieces` says when the workers hold the
+    input's last pieces, when a batch is best linked in parts
+    (`PendingBatch.take_prepared`, see flows/pipeline.py).
 
     Passed as a Prefect flow parameter, it must not look like data: Prefect
     records parameters with a JSON encoder that would drain an iterable or the
@@ -523,6 +538,7 @@ class PreparedAhead:
         "_batches",
         "_executor",
         "_input_read",
+        "_input_taken",
         "_number",
         "_owns_executor",
         "_queue",
@@ -549,14 +565,16 @@ class PreparedAhead:
         )
         self._workers = max(1, workers)
         self._ahead = ahead or 2 * self._workers + 1
-        self._queue: deque[tuple[int, int, float, Future]] = deque()
+        self._queue: deque[tuple[int, int, float, PendingBatch]] = deque()
         self._number = 0
+        self._input_taken = False  # every batch of the input is in the workers' hands
         self._fill()
 
     def _fill(self) -> None:
         while len(self._queue) < self._ahead:
             pages = next(self._batches, None)
             if pages is None:
+                self._input_taken = True
                 return
             self._number += 1
             piece_size = min(self._settings.prepare_size, -(-len(pages) // self._workers))
@@ -569,6 +587,23 @@ class PreparedAhead:
             item = self._queue.popleft()
             self._fill()
             yield item
+
+    def wait(self, current: PendingBatch, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a piece of the input to be
+        prepared (`current`: the batch taken from `in_order` last, or one
+        after it); whether every piece of `current` is."""
+        waiting = current.unfinished()
+        if waiting:
+            wait(waiting + [f for *_, pending in self._queue for f in pending.unfinished()], timeout, FIRST_COMPLETED)
+        return not current.unfinished()
+
+    def on_last_pieces(self, current: PendingBatch) -> bool:
+        """Whether the workers hold the input's last pieces, no more than one
+        each (`current`: as in `wait`): from now on a core is left idle
+        whenever the run waits for them."""
+        if not self._input_taken:
+            return False
+        return len(current.unfinished()) + sum(len(pending.unfinished()) for *_, pending in self._queue) <= self._workers
 
     def close(self) -> None:
         for *_, pending in self._queue:

@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 
 import numpy as np
@@ -23,7 +23,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.archive import ArchiveError, read_warc
-from dedup.batch import Linker, PreparedAhead, Settings, _set_up_worker, open_store, prepare_pages
+from dedup.batch import Linker, PendingBatch, PreparedAhead, Settings, _set_up_worker, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -986,6 +986,72 @@ def test_a_batch_smaller_than_the_workers_pieces_together_is_shared_among_the_wo
         ahead.close()
     # 8 pages: pieces of 4 (prepare_size); 3 pages: pieces of 2 and 1; 2 pages: one each
     assert batches == [(8, 2, 8), (3, 2, 3), (2, 2, 2)]
+
+
+def test_the_prepared_front_of_a_batch_is_taken_in_input_order_and_the_rest_stays():
+    settings = Settings()
+    stories = [("Canal", CANAL_STORY), ("Bakery", BAKERY_STORY), ("Market", MARKET_STORY)]
+    pieces = [
+        prepare_pages([fetched(f"https://paper.example/{t.lower()}", article_html(t, story))], settings) for t, story in stories
+    ]
+    futures = [Future() for _ in pieces]
+    pending = PendingBatch(list(futures))
+    futures[1].set_result(pieces[1])
+    assert pending.take_prepared() is None  # the first piece is not prepared: nothing is taken out of order
+    futures[0].set_result(pieces[0])
+    front = pending.take_prepared()
+    assert [p.fetch.url for p in front.prepared] == ["https://paper.example/canal", "https://paper.example/bakery"]
+    assert pending.futures == [futures[2]] and pending.unfinished() == [futures[2]]
+    assert pending.take_prepared() is None
+    futures[2].set_result(pieces[2])
+    assert [p.fetch.url for p in pending.result().prepared] == ["https://paper.example/market"]
+
+
+def test_a_batch_linked_in_parts_is_stored_as_the_batch_linked_whole(tmp_path):
+    # what a run does at the end of its input (flows/pipeline.py): the
+    # prepared front of the last batch is linked while the workers finish it
+    settings = Settings()
+    pages = [
+        fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY, published="2026-01-02T08:00:00")),
+        fetched("https://paper.example/bakery", article_html("Bakery", BAKERY_STORY, published="2026-01-02T09:00:00")),
+        fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY, [SEED_DISCLAIMER])),
+        fetched("https://relay.example/bakery", article_html("Bakery", BAKERY_STORY, [SEED_DISCLAIMER])),
+        fetched("https://mirror.example/canal", article_html("Canal", CANAL_STORY[:3], [SEED_DISCLAIMER])),
+    ]
+
+    def stored(db, parts) -> list[tuple]:
+        store = open_store(str(db), settings)
+        run_id = store.start_run("ingest", None, {})
+        linker = Linker(store, settings)
+        for part in parts:
+            linker.link_batch(run_id, prepare_pages(part, settings))
+        return linked_rows(store)
+
+    whole = stored(tmp_path / "whole.duckdb", [pages])
+    assert whole == stored(tmp_path / "parts.duckdb", [pages[:3], pages[3:]])
+    originals = {url: original for url, _, original, *_ in whole}
+    assert originals["https://mirror.example/canal"] == originals["https://relay.example/canal"] == 1  # the paper's page
+
+
+def test_the_workers_hold_the_last_pieces_only_once_the_input_is_all_handed_out():
+    settings = Settings(prepare_size=1)
+    pages = [fetched(f"https://paper.example/{n}", "<html><body></body></html>") for n in range(4)]
+    ahead = PreparedAhead(iter([pages[:2], pages[2:]]), settings, workers=2, ahead=1)
+    try:
+        batches = ahead.in_order()
+        _, _, _, first = next(batches)  # the second batch is handed out as the first is taken
+        while not ahead.wait(first, timeout=60):
+            pass
+        # every piece handed out is prepared, but the input may hold more
+        assert not ahead.on_last_pieces(first)
+        _, _, _, second = next(batches)  # and now the input is found to end
+        assert ahead.on_last_pieces(second)  # two pieces at most are left, one for each worker
+        while not ahead.wait(second, timeout=60):
+            pass
+        assert [len(first.result().fetches), len(second.result().fetches)] == [2, 2]
+        assert next(batches, None) is None
+    finally:
+        ahead.close()
 
 
 def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off_but_not_over_what_it_inherited():
