@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -181,7 +182,7 @@ class Linker:
             database_id = store.database_id()
             self.index = candidate_index(settings.link, fingerprinting, database_id, store.index_folder)
             # the index an earlier run saved, then the signatures stored after it
-            indexed_through = self.index.resume(store.documents_through)
+            indexed_through = self.index.resume(store.stored_through)
             self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
             # what is stored, as the last run saved it or read from the database
             self.snapshot = Snapshot(store.snapshot_folder, stamp={"database_id": database_id})
@@ -211,7 +212,7 @@ class Linker:
                 stamp={"database_id": database_id, **fingerprinting.params()},
                 budget=settings.link.recent_shingle_hashes,
             )
-            self.recent.open(lambda first, last: store.documents_through(last) - store.documents_through(first - 1))
+            self.recent.open(store.stored_through)
         self._next_id = len(self._sizes)
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
@@ -359,8 +360,12 @@ class Linker:
         index, reads those pages' bodies, or reads what is stored."""
         problems = []
         for saving, what, instead in (
-            (self.index.save, "the LSH index", "the next run rebuilds it"),
-            (self.recent.save, "the latest pages' shingle sets", "the next run reads those pages' bodies instead"),
+            (partial(self.index.save, self.store.stored_through), "the LSH index", "the next run rebuilds it"),
+            (
+                partial(self.recent.save, self.store.stored_through),
+                "the latest pages' shingle sets",
+                "the next run reads those pages' bodies instead",
+            ),
             (self._save_snapshot, "what the run holds of what is stored", "the next run reads it from the database"),
         ):
             try:

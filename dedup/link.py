@@ -291,17 +291,18 @@ class CandidateIndex:
             self._max_id = max(self._max_id, int(doc_ids[fresh].max()))
         return fresh
 
-    def resume(self, documents_through: Callable[[int], int]) -> int:
+    def resume(self, stored_through: Callable[[int], tuple[int, str | None]]) -> int:
         """Map the tables an earlier run saved, if they were made for this
-        database and these settings and it still holds every page they index
-        (`documents_through(d)`: how many stored pages have a doc_id up to d).
-        Returns the highest doc_id they index (0 when there are none to use):
-        the signatures above it are the ones left to `load`."""
+        database and these settings and it still holds the pages they index
+        (`stored_through`: Store.stored_through; the count of pages up to the
+        highest doc_id indexed, and the run that stored that page, are still
+        what they were). Returns the highest doc_id they index (0 when there
+        are none to use): the signatures above it are the ones left to `load`."""
         manifest = self._saved_manifest()
         if manifest is None or manifest["stamp"] != self.stamp:
             return 0
-        through, count = manifest["indexed_through"], manifest["documents"]
-        if documents_through(through) != count:
+        through = manifest["indexed_through"]
+        if stored_through(through) != (manifest["documents"], manifest["through_run"]):
             return 0
         tables = []
         for name in manifest["tables"]:
@@ -318,15 +319,16 @@ class CandidateIndex:
             ):
                 return 0
             tables.append(_BandTable(doc_ids, entries, saved_as=name, directory=directory))
-        if sum(len(t) for t in tables) != count:
+        if sum(len(t) for t in tables) != manifest["documents"]:
             return 0
         self._tables, self._max_id = tables, through
         return through
 
-    def save(self) -> None:
+    def save(self, stored_through: Callable[[int], tuple[int, str | None]]) -> None:
         """Write the tables that are not on disk yet, then the manifest naming
         them all (replaced in one rename, so a crash leaves the old one whole),
-        then remove the files it no longer names."""
+        then remove the files it no longer names. Call once every page the
+        tables index is stored (`stored_through`: as in `resume`)."""
         if self.folder is None or not self._tables:
             return
         for table in self._tables:
@@ -340,6 +342,7 @@ class CandidateIndex:
             "stamp": self.stamp,
             "indexed_through": self._max_id,
             "documents": len(self),
+            "through_run": stored_through(self._max_id)[1],
             "tables": [t.saved_as for t in self._tables],
         }
         replace_manifest(
@@ -350,7 +353,9 @@ class CandidateIndex:
         )
 
     def _saved_manifest(self) -> dict | None:
-        return read_manifest(self.folder, _MANIFEST, {"stamp": dict, "indexed_through": int, "documents": int, "tables": list})
+        return read_manifest(
+            self.folder, _MANIFEST, {"stamp": dict, "indexed_through": int, "documents": int, "through_run": str, "tables": list}
+        )
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Add stored signatures in bulk: (doc_ids, hashvalues matrix) chunks."""
@@ -421,11 +426,11 @@ class RedisCandidateIndex:
         value = self._redis.get(self._through_key)
         return int(value) if value is not None else 0
 
-    def resume(self, documents_through: Callable[[int], int]) -> int:
+    def resume(self, stored_through: Callable[[int], tuple[int, str | None]]) -> int:
         """The highest doc_id the index holds: it lives in Redis between runs."""
         return self.indexed_through()
 
-    def save(self) -> None:
+    def save(self, stored_through: Callable[[int], tuple[int, str | None]]) -> None:
         """Nothing to do: every page is in Redis once added."""
 
     def load(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:

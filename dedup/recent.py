@@ -80,17 +80,18 @@ class RecentShingleSets:
         self._stored: deque[tuple[int, np.ndarray]] = deque()
         self._stored_hashes = 0
 
-    def open(self, documents_between: Callable[[int, int], int]) -> None:
+    def open(self, stored_through: Callable[[int], tuple[int, str | None]]) -> None:
         """Map the segments an earlier run saved, if they were made for this
-        database and these settings; a segment naming pages the database no
-        longer holds all of (`documents_between(a, b)`: how many stored pages
-        have a doc_id from a to b) is not used."""
+        database and these settings; a segment is not used unless the
+        database holds as many pages in its doc_ids' range as it does, its
+        last page stored by the same run (`stored_through`: Store.stored_through)."""
         manifest = read_manifest(self.folder, _MANIFEST, {"stamp": dict, "segments": list})
         if not self.budget or manifest is None or manifest["stamp"] != self.stamp:
             return
         for entry in manifest["segments"]:
             try:
                 name, first, last, count = entry["name"], int(entry["first"]), int(entry["last"]), int(entry["count"])
+                last_run = str(entry["last_run"])
                 doc_ids, offsets = (np.load(self.folder / f"{name}.{part}.npy") for part in _PARTS[:2])
                 # mapped, not read: only the sets asked for are read
                 hashes = np.load(self.folder / f"{name}.hashes.npy", mmap_mode="r").view(np.ndarray)
@@ -105,7 +106,7 @@ class RecentShingleSets:
                 and int(offsets[-1]) == len(hashes)
                 and (not self._segments or first > int(self._segments[-1].doc_ids[-1]))
             )
-            if consistent and documents_between(first, last) == count:
+            if consistent and _pages_between(stored_through, first, last) == (count, last_run):
                 self._segments.append(_Segment(doc_ids, offsets, hashes, saved_as=name))
         self._index_segments()
 
@@ -139,10 +140,11 @@ class RecentShingleSets:
         while self._stored_hashes - len(self._stored[0][1]) >= self.budget:
             self._stored_hashes -= len(self._stored.popleft()[1])
 
-    def save(self) -> None:
+    def save(self, stored_through: Callable[[int], tuple[int, str | None]]) -> None:
         """Write the run's pages as a segment, after dropping the oldest
         segments beyond the budget and merging the ones before it that are not
-        larger; then replace the manifest and remove the files it no longer names."""
+        larger; then replace the manifest and remove the files it no longer
+        names. Call once the run's pages are stored (`stored_through`: as in `open`)."""
         if self.folder is None or not self._stored:
             return
         newest = _Segment.of_sets(self._stored)
@@ -158,10 +160,22 @@ class RecentShingleSets:
         manifest = {
             "stamp": self.stamp,
             "segments": [
-                {"name": s.saved_as, "first": int(s.doc_ids[0]), "last": int(s.doc_ids[-1]), "count": len(s.doc_ids)}
+                {
+                    "name": s.saved_as,
+                    "first": int(s.doc_ids[0]),
+                    "last": int(s.doc_ids[-1]),
+                    "count": len(s.doc_ids),
+                    "last_run": stored_through(int(s.doc_ids[-1]))[1],
+                }
                 for s in segments
             ],
         }
         replace_manifest(self.folder, _MANIFEST, manifest, [(s.saved_as, part) for s in segments for part in _PARTS])
         self._segments, self._stored, self._stored_hashes = segments, deque(), 0
         self._index_segments()
+
+
+def _pages_between(stored_through: Callable[[int], tuple[int, str | None]], first: int, last: int) -> tuple[int, str | None]:
+    """How many stored pages have a doc_id from `first` to `last`, and the run that stored page `last`."""
+    through_last, last_run = stored_through(last)
+    return through_last - stored_through(first - 1)[0], last_run

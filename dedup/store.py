@@ -448,10 +448,21 @@ class Store:
         """Where the latest pages' shingle sets are saved between runs (next to the database file)."""
         return self.path.with_name(self.path.name + ".shingles")
 
-    def documents_through(self, doc_id: int) -> int:
-        """How many stored pages have a doc_id up to `doc_id`."""
+    def stored_through(self, doc_id: int) -> tuple[int, str | None]:
+        """How many stored pages have a doc_id up to `doc_id`, and the run
+        that stored page `doc_id` (its number and start; None when no page
+        has that doc_id): what the LSH tables and shingle sets a run saves are
+        checked against. A database put back from a copy and added to again
+        gives its new pages the doc_ids of pages it lost, and its runs the
+        numbers of runs it lost, but not their starts."""
         with self.connect() as con:
-            return con.execute("SELECT count(*) FROM documents WHERE doc_id <= ?", [doc_id]).fetchall()[0][0]
+            ((count, run),) = con.execute(
+                """SELECT (SELECT count(*) FROM documents WHERE doc_id <= $doc_id),
+                          (SELECT r.run_id || ' ' || CAST(r.started_at AS VARCHAR)
+                           FROM documents d JOIN runs r USING (run_id) WHERE d.doc_id = $doc_id)""",
+                {"doc_id": doc_id},
+            ).fetchall()
+        return count, run
 
     def signature_chunks(
         self, dtype: np.dtype, num_perm: int, rows: int = 100_000, after_doc_id: int = 0

@@ -173,5 +173,5 @@ def test_a_run_holding_its_connection_lets_a_waiting_reader_in_at_its_next_batch
         assert reader.returncode == 0 and out.strip() == "2"
         # the run opens it again for its next batch
         with store.session():
-            assert store.documents_through(10) == 0
+            assert store.stored_through(10) == (0, None)
     assert store._held is None

@@ -313,6 +313,11 @@ def answers(index, queries) -> list[dict[int, int]]:
     return [candidates.of(n) for n in range(len(queries))]
 
 
+def stored(doc_id: int) -> tuple[int, str | None]:
+    """Store.stored_through of a database that holds every doc_id from 1, all stored by one run."""
+    return doc_id, "1 run"
+
+
 def test_a_saved_index_answers_as_the_one_it_was_saved_from(tmp_path):
     rng = np.random.default_rng(5)
     values = rng.integers(0, 6, size=(700, FP.num_perm)).astype(FP.dtype)
@@ -320,19 +325,19 @@ def test_a_saved_index_answers_as_the_one_it_was_saved_from(tmp_path):
     first.load([(np.arange(1, 401), values[:400])])
     for start in range(401, 601, 50):
         first.add_many(list(range(start, start + 50)), values[start - 1 : start + 49])
-    first.save()
+    first.save(stored)
     # the next run maps the saved tables, then adds what was stored after them
     second = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
-    assert second.resume(lambda through: through) == 600
+    assert second.resume(stored) == 600
     second.load([(np.arange(601, 701), values[600:])])
     first.add_many(list(range(601, 701)), values[600:])
     queries = rng.integers(0, 6, size=(30, FP.num_perm)).astype(FP.dtype)
     assert answers(second, queries) == answers(first, queries)
     assert len(second) == 700
     # saving again writes only the new tables and drops the files no table uses
-    second.save()
+    second.save(stored)
     third = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
-    assert third.resume(lambda through: through) == 700
+    assert third.resume(stored) == 700
     assert answers(third, queries) == answers(first, queries)
     named = json.loads((tmp_path / "lsh" / "index.json").read_text())["tables"]
     assert {p.name.split(".")[0] for p in (tmp_path / "lsh").glob("*.npy")} == set(named)
@@ -342,14 +347,16 @@ def test_a_saved_index_is_not_used_for_another_database_or_one_that_lost_pages(t
     values = np.random.default_rng(6).integers(0, 6, size=(100, FP.num_perm)).astype(FP.dtype)
     saved = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
     saved.load([(np.arange(1, 101), values)])
-    saved.save()
-    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "b"}).resume(lambda through: through) == 0
+    saved.save(stored)
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "b"}).resume(stored) == 0
     other_bands = LinkConfig(lsh_bands=64)
-    assert CandidateIndex(other_bands, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
+    assert CandidateIndex(other_bands, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(stored) == 0
     # the database holds 99 of the 100 pages the index names (restored from an older copy, say)
-    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through - 1) == 0
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda d: (d - 1, "1 run")) == 0
+    # it holds 100, the last of them stored by another run (an older copy, added to again)
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda d: (d, "1 another run")) == 0
     (tmp_path / "lsh" / "index.json").write_text("{not json")
-    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(stored) == 0
 
 
 def test_a_chance_agreement_is_not_verified_but_an_excerpt_sharing_one_value_is():
@@ -489,12 +496,12 @@ def test_saved_tables_of_another_layout_are_not_used(tmp_path):
     values = rng.integers(0, 2**32, size=(300, FP.num_perm), dtype=np.uint64).astype(FP.dtype)
     saved = CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"})
     saved.load([(np.arange(1, 301), values)])
-    saved.save()
+    saved.save(stored)
     manifest = tmp_path / "lsh" / "index.json"
     older = json.loads(manifest.read_text())
     older["stamp"].pop("table_format")  # as runs before the directories saved it
     manifest.write_text(json.dumps(older))
-    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(lambda through: through) == 0
+    assert CandidateIndex(LINK, FP, tmp_path / "lsh", stamp={"database_id": "a"}).resume(stored) == 0
 
 
 def noting_body_reads(store) -> list[set[int]]:
@@ -588,21 +595,21 @@ def test_saved_shingle_sets_come_back_as_saved_and_keep_only_the_latest(tmp_path
     sets = {d: np.unique(rng.integers(0, 2**63, size=int(rng.integers(1, 60)), dtype=np.uint64)) for d in range(1, 301)}
     stamp = {"database_id": "a"}
 
-    def reopened(budget=10_000, stamp=stamp, documents_between=lambda first, last: last - first + 1):
+    def reopened(budget=10_000, stamp=stamp, stored_through=stored):
         recent = RecentShingleSets(tmp_path / "sets", stamp, budget)
-        recent.open(documents_between)
+        recent.open(stored_through)
         return recent
 
     first = reopened()
     for doc_id in range(1, 101):
         first.add(doc_id, sets[doc_id])
-    first.save()
+    first.save(stored)
     # three smaller runs: each one's segment stays apart from the larger one before it
     for start in (101, 121, 141):
         run = reopened()
         for doc_id in range(start, start + 20):
             run.add(doc_id, sets[doc_id])
-        run.save()
+        run.save(stored)
     found = reopened().get(range(0, 302))
     assert found.keys() == set(range(1, 161))
     assert all(np.array_equal(found[d], sets[d]) for d in found)
@@ -615,12 +622,13 @@ def test_saved_shingle_sets_come_back_as_saved_and_keep_only_the_latest(tmp_path
     last = reopened(budget=budget)
     for doc_id in range(161, 301):
         last.add(doc_id, sets[doc_id])
-    last.save()
+    last.save(stored)
     assert reopened(budget=budget).get(range(0, 302)).keys() == set(range(161, 301))
     # not for another database, nor for one that no longer holds every page a segment names
     assert reopened(stamp={"database_id": "b"}).get(range(0, 302)) == {}
     assert reopened(budget=0).get(range(0, 302)) == {}  # a budget of 0 keeps none, and uses none
-    assert reopened(documents_between=lambda first, last: last - first).get(range(0, 302)) == {}
+    assert reopened(stored_through=lambda d: (d - (d > 200), "1 run")).get(range(0, 302)) == {}  # a page is gone
+    assert reopened(stored_through=lambda d: (d, "1 another run")).get(range(0, 302)) == {}  # its last page is another's
     (tmp_path / "sets" / "segments.json").write_text("[not a manifest")
     assert reopened().get(range(0, 302)) == {}
 
@@ -654,7 +662,7 @@ def test_a_later_run_verifies_copies_of_recent_pages_from_their_saved_shingle_se
             store.shingles_folder, {"database_id": store.database_id(), **settings.fingerprint.params()}, 10_000
         )
         wrong.add(1, np.arange(3, dtype=np.uint64))  # doc 1 is the canal story, of more shingles than 3
-        wrong.save()
+        wrong.save(store.stored_through)
 
     saved, read_saved = second_run(tmp_path / "saved.duckdb")
     from_bodies, read_from_bodies = second_run(tmp_path / "bodies.duckdb", forget_saved_sets)
@@ -758,6 +766,39 @@ def test_a_run_starts_from_what_the_last_run_saved_only_while_the_database_is_as
     with store.connect(read_only=True) as con:
         urls = [url for (url,) in con.execute("SELECT url FROM documents").fetchall()]
     assert sorted(urls) == sorted(f"https://notes.example/{n}" for n in range(1, 10))
+
+
+def test_a_database_put_back_from_a_copy_uses_none_of_the_saved_tables_and_sets_of_pages_it_lost(tmp_path):
+    """The LSH tables and the shingle sets a run saves name pages by doc_id.
+    Put back from an older copy, a database gives the next page it stores the
+    doc_id of a page it lost; if that run dies before saving, the saved tables
+    and sets still count as many pages as the database holds. The page that
+    stored them is no longer there, so they are not used: a copy of the new
+    page is linked to it as in a database that never lost a page."""
+    settings = Settings()
+    store = open_store(str(tmp_path / "restored.duckdb"), settings)
+    canal = fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY))
+    bakery = fetched("https://paper.example/bakery", article_html("Bakery", BAKERY_STORY))
+    market = fetched("https://paper.example/market", article_html("Market", MARKET_STORY))
+    market_copy = fetched("https://relay.example/market", article_html("Market", MARKET_STORY, [SEED_DISCLAIMER]))
+
+    def run(pages, save=True) -> Linker:
+        linker = Linker(store, settings)
+        linker.link_batch(store.start_run("ingest", None, {}), prepare_pages(pages, settings))
+        if save:
+            assert linker.save_for_next_run() == []
+        return linker
+
+    run([canal])
+    shutil.copy(store.path, tmp_path / "copy.duckdb")
+    run([bakery])  # doc 2, in the saved tables and sets
+    shutil.copy(tmp_path / "copy.duckdb", store.path)
+    run([market], save=False)  # doc 2 again, another page, and the run dies before saving
+    last = run([market_copy])
+    assert last.recent.get([2]) == {}  # the bakery page's set is not taken for doc 2's
+    rows = {url: (cluster_id, original, source) for url, cluster_id, original, source, *_ in linked_rows(store)}
+    market_id = 2
+    assert rows["https://relay.example/market"] == (rows["https://paper.example/market"][0], market_id, market_id)
 
 
 def test_prepared_pages_come_back_without_their_html_and_their_sizes_are_stored(tmp_path):
