@@ -38,7 +38,8 @@ from flows.sources import check_sources, page_urls, read_sources, sources_of
 
 ProgressCallback = Callable[[int], None]
 
-# how often the linker, waiting for a batch, looks for readers waiting for the database
+# how often the linker, waiting for a batch, looks for readers waiting for the
+# database (it also looks each time a piece of the input is prepared)
 WAIT_POLL_S = 0.2
 
 
@@ -120,6 +121,8 @@ def _link_all(
     try:
         with store.holding():
             linker = Linker(store, settings)
+            # the linker and the pages are quoted: Prefect would otherwise walk
+            # every page of a batch looking for futures
             for number, n_pages, input_read, pending in ahead.in_order():
                 part = 0
                 while not ahead.wait(pending, timeout=WAIT_POLL_S):
@@ -127,7 +130,6 @@ def _link_all(
                     if ahead.on_last_pieces(pending) and (prepared := pending.take_prepared()):
                         part += 1
                         total.add(link_batch(quote(linker), run_id, quote(prepared), f"{number}, part {part}"))
-                # quoted: Prefect would otherwise walk every page of the batch looking for futures
                 label = f"{number}, part {part + 1}" if part else str(number)
                 total.add(link_batch(quote(linker), run_id, quote(pending.result()), label))
                 monitor.progress(input_read)
