@@ -11,7 +11,6 @@ import gc
 import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -186,8 +185,7 @@ class Linker:
             self.index.load(store.signature_chunks(fingerprinting.dtype, fingerprinting.num_perm, after_doc_id=indexed_through))
             # what is stored, as the last run saved it or read from the database
             self.snapshot = Snapshot(store.snapshot_folder, stamp={"database_id": database_id})
-            self._last_batch = store.last_batch()
-            keys = self.snapshot.load(self._last_batch, *store.row_counts())
+            keys = self.snapshot.load(store.stored_through, *store.row_counts())
             self._snapshot_current = keys is not None and keys.line_numbers is not None  # nothing to save again
             keys = keys or self._read_keys()
             # every stored page's size in shingles, by doc_id (-1: none stored), for
@@ -322,11 +320,9 @@ class Linker:
         for page in pages:
             page.cluster_id = members[page.doc_id].cluster_id
         moved = {d: c for d, c in ((d, members[d].cluster_id) for d in stored_cluster) if c != stored_cluster[d]}
-        batch_id = uuid.uuid4().hex
         self.store.write_batch(
             BatchWrite(
                 run_id=run_id,
-                batch_id=batch_id,
                 pages=pages,
                 fetches=batch.fetches,
                 pairs=pairs,
@@ -339,7 +335,7 @@ class Linker:
                 host_lines_grown=grown_lines,
             )
         )
-        self._last_batch, self._snapshot_current = batch_id, False
+        self._snapshot_current = False
         self._stored_urls.add(np.array([hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
@@ -375,14 +371,15 @@ class Linker:
         return problems
 
     def _save_snapshot(self) -> None:
-        if self._last_batch is None or self._snapshot_current:  # nothing stored yet, or nothing since the last save
+        if self._snapshot_current:  # nothing stored since the last save
             return
         keys = StoredKeys(
             url_numbers=self._stored_urls.all(),
             sizes=self._sizes[: self._next_id],
             line_numbers=self._stored_lines.all() if self._lines_held else None,
         )
-        self.snapshot.save(self._last_batch, keys)
+        if keys.documents:  # nothing to save of an empty database
+            self.snapshot.save(self.store.stored_through, keys)
 
     def _stored_before(self, url_hashes: dict[str, int]) -> set[str]:
         """Those of these URLs (with their hashes) the database holds: the few

@@ -5,16 +5,19 @@ host line's (`StoredNumbers`) and every page's size in shingles: scans of
 the documents and host_lines tables, and sorts, that take 0.6 to 0.8 s at a
 million pages, before each run however few pages it brings. At its end a
 run writes what it then holds next to the database (as dedup/saved.py saves
-arrays), with the id of the last batch it stored. The next run uses them
-only if that batch is still the database's last (`Store.last_batch`) and the
-two tables still hold as many rows as they stand for; otherwise (a run that
-died before saving, a database put back from a copy, rows added by hand) it
-reads the database, and saves again at its end.
+arrays), with the highest doc_id stored and the run that stored that page.
+The next run uses them only if the database still holds as many pages up
+to that doc_id and none above it, the page at it stored by the same run
+(`Store.stored_through`, as the LSH tables and the shingle sets are
+checked), and host_lines as many rows as they stand for; otherwise (a run
+that died before saving, a database put back from a copy, rows added by
+hand) it reads the database, and saves again at its end.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +26,13 @@ import numpy as np
 from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays
 
 _MANIFEST = "snapshot.json"
-_FORMAT = 1
+_FORMAT = 2
 _PARTS = ("url_numbers", "sizes", "line_numbers")
 
 
 @dataclass(frozen=True)
 class StoredKeys:
-    """A run's view of what is stored, as of the database's last batch."""
+    """A run's view of what is stored."""
 
     url_numbers: np.ndarray  # every stored URL's number, sorted (uint64)
     sizes: np.ndarray  # every page's size in shingles, by doc_id (-1: no page)
@@ -38,6 +41,12 @@ class StoredKeys:
     @property
     def documents(self) -> int:
         return len(self.url_numbers)
+
+    @property
+    def through(self) -> int:
+        """The highest doc_id stored (0 when none is)."""
+        stored = np.flatnonzero(self.sizes >= 0)
+        return int(stored[-1]) if len(stored) else 0
 
 
 class Snapshot:
@@ -48,15 +57,15 @@ class Snapshot:
         self.folder = folder
         self.stamp = {**stamp, "snapshot_format": _FORMAT}
 
-    def load(self, last_batch: str | None, documents: int, host_lines: int) -> StoredKeys | None:
-        """The saved keys, if they are those of the database as it stands: saved
-        after its last batch (`last_batch`), of its `documents` pages (and, for
-        the line numbers, of its `host_lines` rows)."""
-        fields = {"stamp": dict, "name": str, "last_batch": str, "documents": int, "checksums": dict}
+    def load(self, stored_through: Callable[[int], tuple[int, str | None]], documents: int, host_lines: int) -> StoredKeys | None:
+        """The saved keys, if they are those of the database as it stands, of
+        its `documents` pages (`stored_through`: Store.stored_through) and, for
+        the line numbers, of its `host_lines` rows."""
+        fields = {"stamp": dict, "name": str, "through": int, "through_run": str, "documents": int, "checksums": dict}
         manifest = read_manifest(self.folder, _MANIFEST, fields)
-        if manifest is None or manifest["stamp"] != self.stamp or manifest["last_batch"] != last_batch:
+        if manifest is None or manifest["stamp"] != self.stamp or manifest["documents"] != documents:
             return None
-        if manifest["documents"] != documents:
+        if stored_through(manifest["through"]) != (documents, manifest["through_run"]):
             return None
         try:
             urls, sizes, lines = (np.load(self.folder / f"{manifest['name']}.{part}.npy") for part in _PARTS)
@@ -71,10 +80,10 @@ class Snapshot:
         lines_held = manifest.get("host_lines") == host_lines == len(lines)
         return StoredKeys(url_numbers=urls, sizes=sizes, line_numbers=lines if lines_held else None)
 
-    def save(self, last_batch: str, keys: StoredKeys) -> None:
-        """Write the keys as of `last_batch` (the last batch the run stored),
-        then the manifest naming them (replaced in one rename), then remove the
-        files it no longer names."""
+    def save(self, stored_through: Callable[[int], tuple[int, str | None]], keys: StoredKeys) -> None:
+        """Write the keys (those of the database as it stands, `stored_through`:
+        as in `load`), then the manifest naming them (replaced in one rename),
+        then remove the files it no longer names."""
         name = new_name("keys")
         lines = keys.line_numbers if keys.line_numbers is not None else np.empty(0, dtype=np.uint64)
         arrays = [np.ascontiguousarray(a) for a in (keys.url_numbers, keys.sizes, lines)]
@@ -84,7 +93,8 @@ class Snapshot:
         manifest = {
             "stamp": self.stamp,
             "name": name,
-            "last_batch": last_batch,
+            "through": keys.through,
+            "through_run": stored_through(keys.through)[1],
             "documents": keys.documents,
             "host_lines": len(lines) if keys.line_numbers is not None else None,
             "checksums": {part: _checksum(a) for part, a in zip(_PARTS, arrays, strict=True)},

@@ -55,7 +55,6 @@ class BatchWrite:
     """Everything one batch adds or changes, written in one transaction."""
 
     run_id: int
-    batch_id: str  # made by the writer: the database's last batch, once written (see `Store.last_batch`)
     pages: list[Page]
     fetches: list[FetchedPage]
     pairs: dict[tuple[int, int], Similarity]
@@ -347,13 +346,6 @@ class Store:
                 f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings"
             )
 
-    def last_batch(self) -> str | None:
-        """The id of the last batch written (None before the first): what a
-        run's saved keys are checked against (dedup/snapshot.py)."""
-        with self.connect() as con:
-            rows = con.execute("SELECT value FROM meta WHERE key = 'last_batch.id'").fetchall()
-        return rows[0][0] if rows else None
-
     def row_counts(self) -> tuple[int, int]:
         """How many rows documents and host_lines hold."""
         with self.connect() as con:
@@ -452,7 +444,8 @@ class Store:
         """How many stored pages have a doc_id up to `doc_id`, and the run
         that stored page `doc_id` (its number and start; None when no page
         has that doc_id): what the LSH tables and shingle sets a run saves are
-        checked against. A database put back from a copy and added to again
+        checked against, and what a run saves of what is stored
+        (dedup/snapshot.py). A database put back from a copy and added to again
         gives its new pages the doc_ids of pages it lost, and its runs the
         numbers of runs it lost, but not their starts."""
         with self.connect() as con:
@@ -716,10 +709,6 @@ class Store:
                 _bulk_insert(
                     con, "host_lines", columns, [list(row) for row in batch.host_lines_grown], replacing=("host", "line_key")
                 )
-                # an UPDATE (1.6 ms here, INSERT OR REPLACE 2.8 ms), but for the first batch
-                ((updated,),) = con.execute("UPDATE meta SET value = ? WHERE key = 'last_batch.id'", [batch.batch_id]).fetchall()
-                if not updated:
-                    con.execute("INSERT INTO meta VALUES ('last_batch.id', ?)", [batch.batch_id])
                 con.execute("COMMIT")
             except Exception:
                 con.execute("ROLLBACK")
