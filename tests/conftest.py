@@ -29,6 +29,27 @@ def db_path(tmp_path):
 
 
 @pytest.fixture
+def migrated_to(db_path):
+    """`migrated_to(version)`: a connection to a database at `db_path` made by
+    the migrations up to `version` only, as an older release left it, for the
+    test to fill before it migrates the rest."""
+    import duckdb
+
+    from dedup.store import migrations
+
+    def make(version: int):
+        con = duckdb.connect(db_path)
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
+        for number, name, sql in migrations():
+            if number <= version:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [number, name])
+        return con
+
+    return make
+
+
+@pytest.fixture
 def httpserver(httpserver):
     """pytest-httpserver, answering 404 (not 500) for paths a test did not set up,
     so that robots.txt reads as absent instead of as a server error to retry."""

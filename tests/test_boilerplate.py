@@ -106,13 +106,8 @@ def test_a_hosts_line_is_stored_once_however_often_and_whenever_it_is_seen(db_pa
     assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
 
 
-def test_migration_003_keeps_the_lines_a_database_had_learned(db_path):
-    con = duckdb.connect(db_path)
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, name, sql in migrations():
-        if version <= 2:
-            con.execute(sql)
-            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+def test_migration_003_keeps_the_lines_a_database_had_learned(db_path, migrated_to):
+    con = migrated_to(2)
     con.execute("INSERT INTO host_lines VALUES ('quillpost.example', 7, ?, [1, 2]), ('other.example', 7, 'x', [3])", [QUILL_NOTE])
     con.close()
     Store(db_path).migrate()

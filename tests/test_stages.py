@@ -49,7 +49,7 @@ from dedup.link import (
 from dedup.models import Page
 from dedup.provenance import aggregators_of
 from dedup.recent import RecentShingleSets
-from dedup.store import Store, migrations
+from dedup.store import Store
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
@@ -802,18 +802,12 @@ def test_a_database_put_back_from_a_copy_uses_none_of_the_saved_tables_and_sets_
     assert rows["https://relay.example/market"] == (rows["https://paper.example/market"][0], market_id, market_id)
 
 
-def test_migration_004_takes_the_last_batch_id_out_of_meta_and_keeps_the_rest(tmp_path):
-    db = str(tmp_path / "older.duckdb")
-    con = duckdb.connect(db)
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP)")
-    for version, name, sql in migrations():
-        if version <= 3:
-            con.execute(sql)
-            con.execute("INSERT INTO schema_migrations VALUES (?, ?, now())", [version, name])
+def test_migration_004_takes_the_last_batch_id_out_of_meta_and_keeps_the_rest(db_path, migrated_to):
+    con = migrated_to(3)
     con.execute("INSERT INTO meta VALUES ('database.id', 'older'), ('last_batch.id', 'a1b2')")  # as session 17's runs wrote it
     con.close()
-    Store(db).migrate()
-    with duckdb.connect(db, read_only=True) as con:
+    Store(db_path).migrate()
+    with duckdb.connect(db_path, read_only=True) as con:
         assert con.execute("SELECT key, value FROM meta").fetchall() == [("database.id", "older")]
 
 
