@@ -594,18 +594,19 @@ class PreparedAhead:
         """Wait up to `timeout` seconds for a piece of the input to be
         prepared (`current`: the batch taken from `in_order` last, or one
         after it); whether every piece of `current` is."""
-        waiting = current.unfinished()
-        if waiting:
-            wait(waiting + [f for *_, pending in self._queue for f in pending.unfinished()], timeout, FIRST_COMPLETED)
+        if current.unfinished():
+            wait(self._unfinished(current), timeout, FIRST_COMPLETED)
         return not current.unfinished()
 
     def on_last_pieces(self, current: PendingBatch) -> bool:
         """Whether the workers hold the input's last pieces, no more than one
         each (`current`: as in `wait`): from now on a core is left idle
         whenever the run waits for them."""
-        if not self._input_taken:
-            return False
-        return len(current.unfinished()) + sum(len(pending.unfinished()) for *_, pending in self._queue) <= self._workers
+        return self._input_taken and len(self._unfinished(current)) <= self._workers
+
+    def _unfinished(self, current: PendingBatch) -> list[Future]:
+        """The pieces of `current` and of the batches after it not prepared yet."""
+        return current.unfinished() + [future for *_, pending in self._queue for future in pending.unfinished()]
 
     def close(self) -> None:
         for *_, pending in self._queue:
