@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from dedup.archive import read_warc
+from dedup.boilerplate import RULE_ID as LEARNED_RULE
 from dedup.boilerplate import BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
-from dedup.clean import CleanConfig, strip_markers
+from dedup.clean import CleanConfig, site_key, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_sets
@@ -313,6 +314,15 @@ class Linker:
             known_pairs[(a, b)] = sim
             return sim
 
+        # a page that carries what its host adds to stories and is linked to
+        # another site's page is an aggregator's copy, by behaviour; the batch's
+        # pages count towards their hosts' copy share before its clusters are decided
+        for page in pages:
+            page.adds_lines = any(m.rule == LEARNED_RULE for m in page.cleaned.markers) and any(
+                site_key(members[other].host) != site_key(page.article.host) for other in neighbours.get(page.doc_id, {})
+            )
+            pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
+            self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy or page.adds_lines))
         aggregators = aggregators_of(self._host_pages, settings.provenance)
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
         touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values())
@@ -340,8 +350,6 @@ class Linker:
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
-            pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
-            self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy))
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
         stats.grown_clusters = sum(1 for e in events if e.kind == "grew")
         stats.merged_clusters = sum(1 for e in events if e.kind == "merged")
@@ -453,7 +461,7 @@ class Linker:
         the host_lines rows to store with the batch (new lines, grown lines).
         The batch's hosts are hashed already (`_link_batch`)."""
         config = self.settings.boilerplate
-        edges = {p.doc_id: edge_lines(p.cleaned.body, config) for p in pages}
+        edges = {p.doc_id: edge_lines(p.cleaned.body, config, p.article.title) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype)

@@ -22,7 +22,9 @@ table), so learning carries over from one run to the next.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
+from difflib import SequenceMatcher
 
 import numpy as np
 
@@ -41,7 +43,7 @@ class BoilerplateConfig:
     min_stories: int = 3
     # only the first and last few paragraphs of a body are looked at
     edge_paragraphs: int = 3
-    min_chars: int = 12
+    min_chars: int = 8
     max_chars: int = 500
     # two pages carry different stories when their estimated Jaccard and
     # containment are both below these (the linking thresholds)
@@ -49,18 +51,78 @@ class BoilerplateConfig:
     story_containment: float = 0.5
 
 
-def line_key(paragraph: str) -> int:
-    """A stable 63-bit key for a paragraph's folded form."""
-    digest = hashlib.blake2b(fold(paragraph).encode("utf-8"), digest_size=8).digest()
+# The parts of a template line that change from page to page: links and
+# domains, quoted titles, numbers (years, dates, ids) and names (a word that
+# starts with a capital letter, the line's first word aside). What is left
+# is the template's own wording.
+_URL_OR_DOMAIN = re.compile(r"(?:https?://|www\.)\S+|\b(?:[\w-]+\.)+[^\W\d_]{2,}\b(?:/\S*)?|\S+@\S+")
+_QUOTED = re.compile(r'"[^"]{1,300}"|\'[^\']{3,300}\'|《[^》]{1,300}》|「[^」]{1,300}」|『[^』]{1,300}』')
+_NUMBER = re.compile(r"\d+")
+# a word in an alphabet with capital letters (a name in Chinese or Japanese
+# is not told apart this way)
+_LETTERS = "A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"
+_WORD = re.compile(f"[{_LETTERS}][{_LETTERS}0-9'&.-]*")
+_OPENING = re.compile(f"[^\\w]*(?:[{_LETTERS}][{_LETTERS}0-9'&.-]*)?")
+_SLOT = "\x00"
+# slots next to each other, or joined by a short word ("Presse de Tunisie"), are one
+_SLOTS = re.compile(r"\x00(?:[^\w\x00]*(?:\w{1,3}[^\w\x00]+)?\x00)+")
+_SPACE_AROUND_SLOT = re.compile(r"\s*\x00\s*")
+# a template keeps at least this many letters of its own once its slots are
+# set aside; a line with fewer is keyed by its whole text
+_MIN_TEMPLATE_LETTERS = 8
+# a part of the title shorter than this is not set aside as the title
+_MIN_TITLE_CHARS = 12
+
+
+def line_template(paragraph: str, title: str | None = None) -> str | None:
+    """The paragraph with the parts that vary between pages set aside (the
+    page's `title`, links, quotes, numbers, names), folded; None when too
+    little of it is left to be a template."""
+    text = _without_title(fold(paragraph), fold(title) if title else "")
+    text = _SLOTS.sub(_SLOT, _NUMBER.sub(_SLOT, _QUOTED.sub(_SLOT, _URL_OR_DOMAIN.sub(_SLOT, text))))
+    # names are found by their capital letter, in the paragraph as written
+    # (the paragraph's own first word aside: a sentence starts with a capital)
+    opening = _OPENING.match(paragraph)
+    capitals = {m.group().casefold() for m in _WORD.finditer(paragraph, opening.end()) if m.group()[0].isupper()}
+    nameless = _SLOTS.sub(_SLOT, _WORD.sub(lambda m: _SLOT if m.group() in capitals else m.group(), text))
+    # a line in title case loses its own words with the names: then only
+    # the other parts are set aside
+    for template in (nameless, text):
+        template = " ".join(_SPACE_AROUND_SLOT.sub(" \x00 ", template).split())
+        if sum(1 for ch in template if ch.isalpha()) >= _MIN_TEMPLATE_LETTERS:
+            return template
+    return None
+
+
+def _without_title(text: str, title: str) -> str:
+    """`text` with the longest parts it shares with the page's title set
+    aside (an aggregator's title wraps the story's: "[Site] Title", "Title | Site")."""
+    for _ in range(2):
+        if len(title) < _MIN_TITLE_CHARS:
+            return text
+        match = SequenceMatcher(None, text, title, autojunk=False).find_longest_match(0, len(text), 0, len(title))
+        if match.size < _MIN_TITLE_CHARS:
+            return text
+        text = text[: match.a] + _SLOT + text[match.a + match.size :]
+        title = title[: match.b] + _SLOT + title[match.b + match.size :]
+    return text
+
+
+def line_key(paragraph: str, title: str | None = None) -> int:
+    """A stable 63-bit key for a paragraph: of its template (`line_template`),
+    so that one host's line filled in with each page's own title, link, year
+    or source is one line, else of its folded text."""
+    template = line_template(paragraph, title)
+    digest = hashlib.blake2b((template if template is not None else fold(paragraph)).encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
-def edge_lines(body: str, config: BoilerplateConfig) -> dict[int, str]:
+def edge_lines(body: str, config: BoilerplateConfig, title: str | None = None) -> dict[int, str]:
     """The body's edge paragraphs that are candidates for furniture, by key."""
     paragraphs = [p for p in body.split("\n") if p.strip()]
     n = config.edge_paragraphs
     edges = paragraphs if len(paragraphs) <= 2 * n else paragraphs[:n] + paragraphs[-n:]
-    return {line_key(p): p for p in edges if config.min_chars <= len(p.strip()) <= config.max_chars}
+    return {line_key(p, title): p for p in edges if config.min_chars <= len(p.strip()) <= config.max_chars}
 
 
 @dataclass

@@ -173,6 +173,26 @@ def _link_metadata(tree: HtmlElement) -> _LinkMetadata:
     return found
 
 
+_TABLE_PARTS = ("table", "thead", "tbody", "tfoot", "tr", "td", "th")
+_BLOCKS = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol")
+
+
+def unwrap_layout_tables(tree: HtmlElement) -> None:
+    """Turn tables used for page layout into plain blocks, in place.
+
+    A table whose cells hold paragraphs or headings lays out a page, it does
+    not hold data; trafilatura reads a table cell as one line, which glues a
+    whole article, with what a template puts before and after it, into one
+    paragraph. Data tables (cells of plain text) are left alone."""
+    layout = [
+        table for table in tree.iter("table") if any(next(cell.iter(*_BLOCKS), None) is not None for cell in table.iter("td", "th"))
+    ]
+    for table in layout:
+        for element in table.iter(*_TABLE_PARTS):
+            element.tag = "div"
+            element.attrib.pop("width", None)
+
+
 def _stripped(value: str | None) -> str | None:
     return (value or "").strip() or None
 
@@ -250,6 +270,7 @@ def extract_article(page: FetchedPage, config: ExtractConfig) -> Article:
         raise ExtractionError("not parseable as HTML")
     base = page.final_url or page.url
     found = _link_metadata(tree)
+    unwrap_layout_tables(tree)
     canonical = _absolute(base, found.canonical)
     og_url = _absolute(base, found.og_url)
     declared = _absolute(base, found.original_source or _json_ld_based_on(found.json_ld))

@@ -139,6 +139,9 @@ class Page:
     signature: Signature
     cluster_id: int | None = None
     first_seen_run: int | None = None
+    # the page carries lines its host adds (learned host lines) and is linked
+    # to another site's page: it behaves as an aggregator's copy
+    adds_lines: bool = False
 
     @property
     def article(self) -> Article:

@@ -533,9 +533,12 @@ class Store:
         return dict(rows)
 
     def host_page_counts(self) -> dict[str | None, tuple[int, int]]:
-        """host -> (stored pages, those that mark themselves as copies)."""
+        """host -> (stored pages, those that are copies by their markers or by
+        what their host adds to them: `Page.adds_lines`)."""
         with self.connect() as con:
-            rows = con.execute("SELECT host, count(*), count(*) FILTER (marks_copy) FROM documents GROUP BY host").fetchall()
+            rows = con.execute(
+                "SELECT host, count(*), count(*) FILTER (marks_copy OR adds_lines) FROM documents GROUP BY host"
+            ).fetchall()
         return {host: (pages, copies) for host, pages, copies in rows}
 
     def members(self, cluster_ids: set[int]) -> list[Member]:
@@ -740,6 +743,7 @@ class Store:
                     page.signature.n_shingles,
                     page.signature.hashvalues,
                     page.cleaned.marks_copy,
+                    page.adds_lines,
                     page.cluster_id,
                     batch.run_id,
                     article.source,
@@ -779,7 +783,8 @@ def _bulk_insert(
 
 DOCUMENT_COLUMNS = (
     "doc_id", "url", "final_url", "canonical_url", "og_url", "host", "site_name", "title", "author", "published_at",
-    "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "marks_copy", "cluster_id", "run_id", "source",
+    "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "marks_copy", "adds_lines", "cluster_id", "run_id",
+    "source",
 )  # fmt: skip
 
 
