@@ -22,15 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from dedup.archive import read_warc
-from dedup.boilerplate import RULE_ID as LEARNED_RULE
 from dedup.boilerplate import BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
-from dedup.clean import CleanConfig, site_key, strip_markers
+from dedup.clean import CleanConfig, fold, site_key, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_sets
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
 from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
-from dedup.provenance import ClusterState, Member, ProvenanceConfig, aggregators_of, assign_pages, decide_clusters
+from dedup.provenance import AggregatorHosts, ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.recent import RecentShingleSets
 from dedup.snapshot import Snapshot, StoredKeys
 from dedup.store import BatchWrite, Store, StoredNumbers
@@ -195,7 +194,7 @@ class Linker:
             # which URLs are stored, as numbers (the run is the only writer: it
             # holds the run lock, and adds the URLs it stores)
             self._stored_urls = StoredNumbers(keys.url_numbers)
-            # host -> (stored pages, marked copies), read once and kept up to date (aggregators are hosts of copies)
+            # host -> (stored pages, copies), read once and kept up to date (aggregators are hosts of copies)
             self._host_pages = store.host_page_counts()
             # which host_lines rows are stored, read once and kept up to date (none
             # are read or written with learned boilerplate off)
@@ -317,13 +316,12 @@ class Linker:
         # a page that carries what its host adds to stories and is linked to
         # another site's page is an aggregator's copy, by behaviour; the batch's
         # pages count towards their hosts' copy share before its clusters are decided
+        self._note_added_lines(pages, neighbours, members)
         for page in pages:
-            page.adds_lines = any(m.rule == LEARNED_RULE for m in page.cleaned.markers) and any(
-                site_key(members[other].host) != site_key(page.article.host) for other in neighbours.get(page.doc_id, {})
-            )
+            members[page.doc_id].adds_lines = page.adds_lines
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
             self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy or page.adds_lines))
-        aggregators = aggregators_of(self._host_pages, settings.provenance)
+        aggregators = AggregatorHosts(self._host_pages, settings.provenance)
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
         touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values())
         clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
@@ -455,6 +453,21 @@ class Linker:
             plausible[doc_id].add(other)
         return plausible
 
+    def _note_added_lines(self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]) -> None:
+        """Set `adds_lines` on the pages that carry a line (a marker other than
+        a dateline, learned or by a rule) that the page of another site they
+        are linked to does not carry: what a copier adds to a story."""
+        partners = {
+            page.doc_id: [o for o in neighbours.get(page.doc_id, {}) if site_key(members[o].host) != site_key(page.article.host)]
+            for page in pages
+        }
+        batch_texts = {p.doc_id: p.article.text for p in pages}
+        stored = {o for found in partners.values() for o in found if o not in batch_texts}
+        texts = {doc_id: fold(text) for doc_id, text in (batch_texts | self.store.texts(stored)).items()}
+        for page in pages:
+            lines = {fold(m.text) for m in page.cleaned.markers if m.kind != "dateline"}
+            page.adds_lines = any(any(line not in texts[o] for line in lines) for o in partners[page.doc_id] if o in texts)
+
     def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
@@ -492,6 +505,7 @@ def _member_of(page: Page) -> Member:
         published_at=cleaned.article.published_at,
         first_seen_run=page.first_seen_run or 0,
         copy_marker_texts=tuple(m.text for m in cleaned.markers if m.marks_copy),
+        credit_texts=tuple(m.text for m in cleaned.markers if m.marks_copy and m.kind == "credit"),
         attributions=cleaned.attributions,
         site_name=cleaned.article.site_name,
     )
