@@ -52,9 +52,12 @@ class Member:
     published_at: datetime | None = None
     first_seen_run: int = 0
     copy_marker_texts: tuple[str, ...] = ()
+    credit_texts: tuple[str, ...] = ()  # those of the copy markers that are credits
     attributions: tuple[Attribution, ...] = ()
     cluster_id: int | None = None
     site_name: str | None = None
+    # carries lines that its host adds to other sites' stories (Page.adds_lines)
+    adds_lines: bool = False
 
 
 SimilarityOf = Callable[[int, int], Similarity]
@@ -126,20 +129,39 @@ def _credited_name(members: list[Member]) -> str | None:
     return names.most_common(1)[0][0] if names else None
 
 
-def aggregators_of(page_counts: Mapping[str | None, tuple[int, int]], config: ProvenanceConfig) -> set[str]:
-    """The hosts whose stored pages are mostly marked copies (aggregators):
-    `page_counts` is host -> (pages, pages marked as copies)."""
-    return {
-        host
-        for host, (pages, copies) in page_counts.items()
-        if pages >= config.aggregator_min_pages and copies >= config.aggregator_copy_share * pages
-    }
+@dataclass(frozen=True)
+class AggregatorHosts:
+    """Which hosts behave as aggregators: at least `aggregator_min_pages` of
+    their pages, of which `aggregator_copy_share` or more are copies (by their
+    markers, or by the lines their host adds: `Member.adds_lines`).
+
+    `page_counts` is host -> (pages, copies), every page of a decision
+    counted. A page is judged on its host's other pages: its own markers
+    speak for it already, and a site that publishes its own stories beside
+    a few reposts is not made an aggregator by the story itself."""
+
+    page_counts: Mapping[str | None, tuple[int, int]]
+    config: ProvenanceConfig
+
+    def holds(self, member: Member) -> bool:
+        """Whether `member`'s host, its other pages judged, is an aggregator."""
+        pages, copies = self.page_counts.get(member.host, (0, 0))
+        if pages:
+            pages, copies = pages - 1, copies - int(member.marks_copy or member.adds_lines)
+        return self._aggregator(pages, copies)
+
+    def hosts(self) -> set[str | None]:
+        """The hosts that are aggregators on all their pages."""
+        return {host for host, (pages, copies) in self.page_counts.items() if self._aggregator(pages, copies)}
+
+    def _aggregator(self, pages: int, copies: int) -> bool:
+        return pages >= self.config.aggregator_min_pages and copies >= self.config.aggregator_copy_share * pages
 
 
 def choose_original(
     members: list[Member],
     similarity_of: SimilarityOf,
-    aggregator_hosts: set[str],
+    aggregators: AggregatorHosts,
     config: ProvenanceConfig,
 ) -> Decision:
     """Pick the cluster's original, or say that it is missing, with the reason."""
@@ -149,9 +171,14 @@ def choose_original(
             return Decision(
                 None, 0.5, "single page that carries repost markers; its original is not in the database", _credited_name(members)
             )
+        if aggregators.holds(only):
+            return Decision(
+                None, 0.5, "single page from an aggregator host; its original is not in the database", _credited_name(members)
+            )
         return Decision(only.doc_id, 0.5, "single page, no copies found")
-    copies = [m for m in members if m.marks_copy]
-    candidates = [m for m in members if not m.marks_copy and m.host not in aggregator_hosts]
+    marked = _marked_copies(members)
+    copies = [m for m in members if m.doc_id in marked]
+    candidates = [m for m in members if not (m.doc_id in marked or m.adds_lines or aggregators.holds(m))]
     votes: Counter[int] = Counter()
     vote_kinds: dict[int, set[str]] = {}
     for member in members:
@@ -196,6 +223,19 @@ def choose_original(
         margin = best_score - scored[1][0]
         confidence = round(min(0.9, 0.5 + margin / 4), 2)
     return Decision(best.doc_id, confidence, "; ".join(reasons))
+
+
+def _marked_copies(members: list[Member]) -> set[int]:
+    """The members whose markers say they are copies. A credit line that
+    every other member carries too is the story's own (an original that ends
+    with "Source: ..." or a wire sign-off, and its copies that kept it): it
+    does not make the page that carries it a copy."""
+    shared: set[str] = set()
+    if len(members) > 1:
+        shared = set.intersection(*({_folded(t) for t in m.credit_texts} for m in members))
+    return {
+        m.doc_id for m in members if m.marks_copy and any(_folded(t) not in shared for t in m.copy_marker_texts)
+    }
 
 
 def centre_of(decision: Decision, members: list[Member]) -> int:
@@ -299,7 +339,7 @@ def assign_pages(
     new_ids: list[int],
     neighbours: dict[int, dict[int, Similarity]],
     similarity_of: SimilarityOf,
-    aggregator_hosts: set[str],
+    aggregators: AggregatorHosts,
     config: ProvenanceConfig,
 ) -> None:
     """Put each new page into a cluster (updating `state` in place).
@@ -312,7 +352,7 @@ def assign_pages(
     def centre(cluster_id: int) -> int:
         if cluster_id not in centre_cache:
             member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
-            decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
+            decision = choose_original(member_list, similarity_of, aggregators, config)
             centre_cache[cluster_id] = centre_of(decision, member_list)
         return centre_cache[cluster_id]
 
@@ -391,7 +431,7 @@ def decide_clusters(
     state: ClusterState,
     touched: set[int],
     similarity_of: SimilarityOf,
-    aggregator_hosts: set[str],
+    aggregators: AggregatorHosts,
     config: ProvenanceConfig,
 ) -> tuple[list[Cluster], list[Repost], list[ClusterEvent]]:
     """Final original, reason, tree and change events for each touched cluster."""
@@ -403,7 +443,7 @@ def decide_clusters(
         if cluster_id not in state.cluster_members:
             continue
         member_list = [state.members[d] for d in state.cluster_members[cluster_id]]
-        decision = choose_original(member_list, similarity_of, aggregator_hosts, config)
+        decision = choose_original(member_list, similarity_of, aggregators, config)
         centre = centre_of(decision, member_list)
         original = state.members.get(decision.original_doc_id) if decision.original_doc_id is not None else None
         dates = [m.published_at for m in member_list if m.published_at]

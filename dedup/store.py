@@ -549,14 +549,14 @@ class Store:
         with self.connect() as con:
             rows = _fetch_by_ids(
                 con,
-                "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name"
+                "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines"
                 " FROM documents WHERE cluster_id IN ({ids})",
                 "documents",
                 cluster_ids,
             )
             ids = {r[0] for r in rows}
             marker_rows = _fetch_by_ids(
-                con, "SELECT doc_id, text, position FROM markers WHERE doc_id IN ({ids}) AND marks_copy", "markers", ids
+                con, "SELECT doc_id, text, position, kind FROM markers WHERE doc_id IN ({ids}) AND marks_copy", "markers", ids
             )
             attribution_rows = _fetch_by_ids(
                 con,
@@ -565,8 +565,11 @@ class Store:
                 ids,
             )
         markers: dict[int, list[str]] = {}
-        for doc_id, text, _ in sorted(marker_rows, key=lambda r: (r[0], r[2])):
+        credits: dict[int, list[str]] = {}
+        for doc_id, text, _, kind in sorted(marker_rows, key=lambda r: (r[0], r[2])):
             markers.setdefault(doc_id, []).append(text)
+            if kind == "credit":
+                credits.setdefault(doc_id, []).append(text)
         attributions: dict[int, list[Attribution]] = {}
         for doc_id, kind, strength, name, url in attribution_rows:
             attributions.setdefault(doc_id, []).append(
@@ -582,22 +585,31 @@ class Store:
                 published_at=published_at,
                 first_seen_run=run_id,
                 copy_marker_texts=tuple(markers.get(doc_id, ())),
+                credit_texts=tuple(credits.get(doc_id, ())),
                 attributions=tuple(attributions.get(doc_id, ())),
                 cluster_id=cluster_id,
                 site_name=site_name,
+                adds_lines=adds_lines,
             )
-            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name in rows
+            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines in rows
         ]
 
     def bodies(self, doc_ids: set[int]) -> dict[int, str]:
         """Some stored pages' bodies, by doc_id."""
+        return self._texts(doc_ids, "body")
+
+    def texts(self, doc_ids: set[int]) -> dict[int, str]:
+        """Some stored pages' text as extracted (markers included), by doc_id."""
+        return self._texts(doc_ids, "text")
+
+    def _texts(self, doc_ids: set[int], column: str) -> dict[int, str]:
         if not doc_ids:
             return {}
         with self.connect() as con:
             rows = _fetch_by_ids_concurrently(
-                con, "SELECT doc_id, body FROM documents WHERE doc_id IN ({ids})", "documents", doc_ids
+                con, f"SELECT doc_id, {column} FROM documents WHERE doc_id IN ({{ids}})", "documents", doc_ids
             )
-        return {doc_id: body or "" for doc_id, body in rows}
+        return {doc_id: text or "" for doc_id, text in rows}
 
     def cluster_ids_of(self, doc_ids: set[int]) -> dict[int, int]:
         if not doc_ids:

@@ -47,7 +47,7 @@ from dedup.link import (
     similarity,
 )
 from dedup.models import Page
-from dedup.provenance import aggregators_of
+from dedup.provenance import AggregatorHosts
 from dedup.recent import RecentShingleSets
 from dedup.store import Store
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
@@ -586,7 +586,7 @@ def test_the_linker_keeps_each_hosts_page_counts_as_the_database_has_them(tmp_pa
     )
     linker.link_batch(run_id, prepare_pages(relay[2:], settings))
     assert linker._host_pages == store.host_page_counts() == {"relay.example": (3, 3), "paper.example": (1, 0)}
-    assert aggregators_of(linker._host_pages, settings.provenance) == {"relay.example"}
+    assert AggregatorHosts(linker._host_pages, settings.provenance).hosts() == {"relay.example"}
     # a later run starts from the stored counts
     assert Linker(store, settings)._host_pages == linker._host_pages
 
