@@ -201,7 +201,6 @@ class CleanConfig:
     # credits on a copy of a copy); five leaves a margin.
     head_paragraphs: int = 3
     tail_paragraphs: int = 5
-    extra_rule_dirs: tuple[Path, ...] = ()
     rules: RuleSet = field(default_factory=lambda: load_rules())
 
 
@@ -276,6 +275,19 @@ def load_rules(extra_dirs: tuple[Path, ...] = ()) -> RuleSet:
         for table in data.get("guard", []):
             guards.append(_regex(table.get("pattern"), f"{path.name} guard"))
     return RuleSet(rules=tuple(rules), guards=tuple(guards))
+
+
+# what `rules_for` takes: the rule files with what is learned, or what is learned alone
+RULE_MODES = ("default", "none")
+
+
+def rules_for(mode: str = "default", extra_dirs: tuple[Path, ...] = ()) -> RuleSet:
+    """The rules of a mode: "default", the packaged rule files and the user's
+    (`extra_dirs`); "none", no rule at all, so that what the pipeline learns
+    from the corpus (host lines, what copies add) works alone."""
+    if mode not in RULE_MODES:
+        raise RuleError(f"rules must be one of {', '.join(RULE_MODES)}, got {mode!r}")
+    return RuleSet(rules=()) if mode == "none" else load_rules(extra_dirs)
 
 
 def _credited_source(rule: Rule, paragraph: str) -> tuple[str | None, str | None]:

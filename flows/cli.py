@@ -76,13 +76,9 @@ class Progress:
 def _settings(args: argparse.Namespace):
     from dataclasses import replace
 
-    from dedup.batch import Settings
-    from dedup.clean import CleanConfig, load_rules
+    from flows.pipeline import default_settings
 
-    settings = Settings()
-    rule_dirs = tuple(Path(p) for p in os.environ.get("REPOSTS_RULES_DIR", "").split(os.pathsep) if p)
-    if rule_dirs:
-        settings = replace(settings, clean=CleanConfig(extra_rule_dirs=rule_dirs, rules=load_rules(rule_dirs)))
+    settings = default_settings(getattr(args, "rules", None))
     if getattr(args, "batch_size", None):
         settings = replace(settings, batch_size=args.batch_size)
     if getattr(args, "lsh_redis", None):
@@ -259,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db_help = f"DuckDB file (default: $REPOSTS_DB or ./{DEFAULT_DB})"
     parser.add_argument("--db", help=db_help)
+    parser.add_argument(
+        "--rules",
+        choices=("default", "none"),
+        help="repost-marker rules: the rule files and what is learned (default), or what is learned alone"
+        " (none); default: $REPOSTS_RULES or default",
+    )
     # --db is accepted after the command too (`reposts ingest FILE --db X`);
     # SUPPRESS keeps a value given before the command when it is absent after.
     common = argparse.ArgumentParser(add_help=False)

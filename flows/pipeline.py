@@ -7,11 +7,13 @@ order, one transaction each. Everything they call lives in `dedup`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +31,7 @@ from dedup.batch import (
     prepare_warcs_ahead,
     run_description,
 )
+from dedup.clean import CleanConfig, rules_for
 from dedup.discover import Discovered, Source
 from dedup.fetch import Fetcher
 from dedup.models import FetchedPage
@@ -145,6 +148,18 @@ def _link_all(
     return total
 
 
+def default_settings(rules: str | None = None) -> Settings:
+    """The settings of a run: the embedded defaults, with the rules the
+    environment asks for (REPOSTS_RULES: "default" or "none"; `rules`
+    overrides it) and the user's rule files (REPOSTS_RULES_DIR: folders of
+    `*.toml`, separated by the path separator)."""
+    mode = rules or os.environ.get("REPOSTS_RULES") or "default"
+    rule_dirs = tuple(Path(p) for p in os.environ.get("REPOSTS_RULES_DIR", "").split(os.pathsep) if p)
+    if mode == "default" and not rule_dirs:
+        return Settings()
+    return replace(Settings(), clean=CleanConfig(rules=rules_for(mode, rule_dirs)))
+
+
 @flow(name="ingest", flow_run_name=ingest_run_name, log_prints=False)
 def ingest_flow(
     warc_paths: list[str],
@@ -162,7 +177,7 @@ def ingest_flow(
     start-up); without it the flow starts them itself, in `workers` local
     processes or on the Dask cluster at `dask_address`.
     """
-    settings = settings or Settings()
+    settings = settings or default_settings()
     monitor = RunMonitor("ingest")
     store = open_store(db, settings)
     with store.exclusive_run(run_description("ingest", len(warc_paths))), cpu_workers(dask_address) as executor:
@@ -199,7 +214,7 @@ def crawl_flow(
     this run (intranet sources, tests); it stays on otherwise. The CPU stages
     run in `workers` local processes, or on the Dask cluster at `dask_address`.
     """
-    settings = settings or Settings()
+    settings = settings or default_settings()
     if allow_private_network:
         settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
     sources = check_sources(sources_of(urls, feeds, sitemaps) + (read_sources(sources_file) if sources_file else []))
