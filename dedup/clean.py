@@ -18,6 +18,9 @@ Rule fields:
               disclaimer and credit, false otherwise)
   source      for credits: a regex with a named group `source`, matched
               against the original paragraph, that names the credited source
+  keep        the paragraph is story text that names its source (a wire
+              dateline, an agency byline): it stays in the body and is kept
+              as an attribution of kind "wire", not as a marker
 
 A paragraph that any `[[guard]]` pattern matches is never cut (photo credits,
 for example).
@@ -156,6 +159,7 @@ class Rule:
     zone: str = "edges"
     marks_copy: bool = False
     source: re.Pattern[str] | None = None
+    keep: bool = False
 
     def matches(self, folded: str) -> bool:
         if len(folded) > self.max_chars:
@@ -234,7 +238,7 @@ def _rule_from_table(table: dict, where: str) -> Rule:
     if not patterns:
         raise RuleError(f"{where}: needs `all`, a list of one or more regexes")
     source = table.get("source")
-    unknown = set(table) - {"id", "kind", "lang", "all", "none", "max_chars", "zone", "marks_copy", "source"}
+    unknown = set(table) - {"id", "kind", "lang", "all", "none", "max_chars", "zone", "marks_copy", "source", "keep"}
     if unknown:
         raise RuleError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     return Rule(
@@ -247,6 +251,7 @@ def _rule_from_table(table: dict, where: str) -> Rule:
         zone=zone,
         marks_copy=bool(table.get("marks_copy", kind in ("disclaimer", "credit"))),
         source=_compile(source, where) if source is not None else None,
+        keep=bool(table.get("keep", False)),
     )
 
 
@@ -313,6 +318,7 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
     n = len(paragraphs)
     markers: list[Marker] = []
     kept: list[str] = []
+    wire: list[Marker] = []  # paragraphs that name their source and stay
     for index, paragraph in enumerate(paragraphs):
         in_head, in_tail = index < config.head_paragraphs, index >= n - config.tail_paragraphs
         zones = _HEAD_AND_TAIL if in_head and in_tail else _HEAD if in_head else _TAIL if in_tail else _MIDDLE
@@ -327,9 +333,14 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
         if not folded:
             continue
         segments = _segments(paragraph)
-        whole = None
         if len(segments) <= 1 or len(paragraph) <= _WHOLE_PARAGRAPH_MAX_CHARS:
             whole = _first_marker(paragraph, folded, index, rules, config.rules)
+        else:  # only a rule that cuts nothing reads a long paragraph whole (a wire dateline)
+            whole = _first_marker(paragraph, folded, index, tuple(r for r in rules if r.keep), config.rules)
+        if whole is not None and whole.kept:
+            wire.append(whole)
+            kept.append(paragraph)
+            continue
         if whole is not None:
             markers.append(whole)
             continue
@@ -341,7 +352,7 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
         article=article,
         body="\n".join(kept).strip(),
         markers=tuple(markers),
-        attributions=tuple(attributions_of(article, markers)),
+        attributions=tuple(attributions_of(article, markers, wire)),
     )
 
 
@@ -373,7 +384,7 @@ def _peel_tail(
         for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments)) + 1):
             tail = " ".join(segments[-k:])
             marker = _first_marker(tail, fold(tail), index, rules, rule_set)
-            if marker is not None:
+            if marker is not None and not marker.kept:
                 peeled.append(marker)
                 del segments[-k:]
                 break
@@ -412,11 +423,13 @@ def _first_marker(paragraph: str, folded: str, index: int, rules: tuple[Rule, ..
         marks_copy=best.marks_copy,
         source_name=name,
         source_url=url,
+        kept=best.keep,
     )
 
 
-def attributions_of(article: Article, markers: list[Marker]) -> list[Attribution]:
-    """The evidence on a page that names where it came from."""
+def attributions_of(article: Article, markers: list[Marker], wire: list[Marker] = ()) -> list[Attribution]:
+    """The evidence on a page that names where it came from (`wire`: the
+    paragraphs kept in the body that name their source)."""
     found: list[Attribution] = []
     own_host = article.host
     for kind, url in (
@@ -434,6 +447,9 @@ def attributions_of(article: Article, markers: list[Marker]) -> list[Attribution
             found.append(Attribution(kind="credit", strength=strength, source_name=name, source_url=marker.source_url))
         elif marker.marks_copy and marker.kind == "disclaimer":
             found.append(Attribution(kind="disclaimer", strength="weak"))
+    for line in wire:
+        if line.source_name:
+            found.append(Attribution(kind="wire", strength="strong", source_name=line.source_name))
     return found
 
 

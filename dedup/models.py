@@ -84,13 +84,16 @@ class Marker:
     marks_copy: bool = False
     source_name: str | None = None
     source_url: str | None = None
+    # a paragraph that names its source and stays in the body (a wire
+    # dateline or byline): an attribution, not a marker
+    kept: bool = False
 
 
 @dataclass(frozen=True)
 class Attribution:
     """Evidence that names where a page came from."""
 
-    kind: str  # canonical, og_url, declared, credit, disclaimer
+    kind: str  # canonical, og_url, declared, credit, wire, disclaimer
     strength: str  # strong, medium, weak
     source_name: str | None = None
     source_url: str | None = None
