@@ -455,8 +455,8 @@ class Linker:
 
     def _note_added_lines(self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]) -> None:
         """Set `adds_lines` on the pages that carry a line (a marker other than
-        a dateline, learned or by a rule) that the page of another site they
-        are linked to does not carry: what a copier adds to a story."""
+        a dateline, learned or by a rule) that none of the pages of other
+        sites they are linked to carries: what a copier adds to a story."""
         partners = {
             page.doc_id: [o for o in neighbours.get(page.doc_id, {}) if site_key(members[o].host) != site_key(page.article.host)]
             for page in pages
@@ -466,7 +466,9 @@ class Linker:
         texts = {doc_id: fold(text) for doc_id, text in (batch_texts | self.store.texts(stored)).items()}
         for page in pages:
             lines = {fold(m.text) for m in page.cleaned.markers if m.kind != "dateline"}
-            page.adds_lines = any(any(line not in texts[o] for line in lines) for o in partners[page.doc_id] if o in texts)
+            others = [texts[o] for o in partners[page.doc_id] if o in texts]
+            # a line that one of them carries too is the story's own
+            page.adds_lines = bool(others) and any(all(line not in text for text in others) for line in lines)
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Learn each host's furniture from this batch and the stored pages, strip it

@@ -97,6 +97,7 @@ def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Mem
                 (wanted_url and _norm_url(other.url) == wanted_url)
                 or (wanted_site and site_key(other.host) == wanted_site)
                 or (wanted_name and _folded(other.site_name) == wanted_name)
+                or (wanted_name and _names_site(wanted_name, other.host))
             ):
                 found.append((other, attribution))
     return found
@@ -106,6 +107,46 @@ def attribution_targets(member: Member, members: list[Member]) -> list[tuple[Mem
 def _folded(text: str | None) -> str:
     """`fold`, remembered: site names and marker texts recur in every pair of a cluster."""
     return fold(text) if text else ""
+
+
+# News agencies known by a short name and a site that is not their name
+_AGENCIES = {"ap": "associated press", "afp": "agence france-presse"}
+_AGENCY_SITES = {"associated press": "apnews.com", "agence france-presse": "afp.com"}
+
+
+def _agency(name: str) -> str:
+    """A credited name in one form for each agency ("AP", "The Associated Press" -> "associated press")."""
+    name = _folded(name).removeprefix("the ")
+    return _AGENCIES.get(name, name)
+
+
+def _names_site(name: str, host: str | None) -> bool:
+    """Whether a credited name is the site's own name: "CNN" for cnn.com,
+    "The Conversation" for theconversation.com, the Associated Press for apnews.com."""
+    site = site_key(host)
+    if not site:
+        return False
+    agency = _agency(name)
+    if _AGENCY_SITES.get(agency) == site:
+        return True
+    compact = "".join(ch for ch in agency if ch.isalnum())
+    label = site.split(".")[0]
+    return len(compact) >= 3 and compact in (label, "the" + label, label.removeprefix("the"))
+
+
+def _wire_source(candidates: list[Member], members: list[Member]) -> str | None:
+    """The agency whose wire story the candidates carry (a dateline or
+    byline naming it, attribution kind "wire"), when they name no other
+    agency and no member is the agency's own page; as the pages name it."""
+    written: dict[str, str] = {}
+    for member in candidates:
+        written.update({_agency(a.source_name): a.source_name for a in member.attributions if a.kind == "wire" and a.source_name})
+    if len(written) != 1:
+        return None
+    ((agency, name),) = written.items()
+    if any(_names_site(agency, m.host) for m in members):
+        return None
+    return name
 
 
 def _hostlike(name: str | None) -> str | None:
@@ -175,9 +216,12 @@ def choose_original(
             return Decision(
                 None, 0.5, "single page from an aggregator host; its original is not in the database", _credited_name(members)
             )
+        wire = _wire_source(members, members)
+        if wire:
+            return Decision(None, 0.7, f"single page that carries a wire story of {wire}; its original is not in the database", wire)
         return Decision(only.doc_id, 0.5, "single page, no copies found")
     marked = _marked_copies(members)
-    copies = [m for m in members if m.doc_id in marked]
+    copies = [m for m in members if m.doc_id in marked or m.adds_lines]
     candidates = [m for m in members if not (m.doc_id in marked or m.adds_lines or aggregators.holds(m))]
     votes: Counter[int] = Counter()
     vote_kinds: dict[int, set[str]] = {}
@@ -193,6 +237,13 @@ def choose_original(
             why += f"; the copies credit {credited}"
         return Decision(None, 0.8 if copies else 0.5, why, credited)
 
+    wire = _wire_source(candidates, members)
+    if wire and (len(candidates) > 1 or not copies):
+        why = (
+            f"the {len(candidates)} page(s) that carry no repost markers carry a wire story of {wire} "
+            "(a dateline or byline names it), and none is its own page; the original is not in the database"
+        )
+        return Decision(None, 0.8, why, wire)
     dated = [m.published_at for m in candidates if m.published_at]
     earliest = min(dated) if dated else None
     scored = []
@@ -226,16 +277,16 @@ def choose_original(
 
 
 def _marked_copies(members: list[Member]) -> set[int]:
-    """The members whose markers say they are copies. A credit line that
-    every other member carries too is the story's own (an original that ends
-    with "Source: ..." or a wire sign-off, and its copies that kept it): it
-    does not make the page that carries it a copy."""
-    shared: set[str] = set()
-    if len(members) > 1:
-        shared = set.intersection(*({_folded(t) for t in m.credit_texts} for m in members))
-    return {
-        m.doc_id for m in members if m.marks_copy and any(_folded(t) not in shared for t in m.copy_marker_texts)
-    }
+    """The members whose markers say they are copies. A credit line that a
+    member of another site carries too is the story's own (an original that
+    ends with "Source: ..." or a wire sign-off, and the copies that kept
+    it): it does not make a page a copy."""
+    sites_of: dict[str, set[str]] = {}
+    for member in members:
+        for text in member.credit_texts:
+            sites_of.setdefault(_folded(text), set()).add(site_key(member.host))
+    carried = {text for text, sites in sites_of.items() if len(sites) > 1}
+    return {m.doc_id for m in members if m.marks_copy and any(_folded(t) not in carried for t in m.copy_marker_texts)}
 
 
 def centre_of(decision: Decision, members: list[Member]) -> int:
