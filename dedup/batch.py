@@ -457,18 +457,20 @@ class Linker:
         """Set `adds_lines` on the pages that carry a line (a marker other than
         a dateline, learned or by a rule) that none of the pages of other
         sites they are linked to carries: what a copier adds to a story."""
+        lines = {p.doc_id: {fold(m.text) for m in p.cleaned.markers if m.kind != "dateline"} for p in pages}
         partners = {
             page.doc_id: [o for o in neighbours.get(page.doc_id, {}) if site_key(members[o].host) != site_key(page.article.host)]
             for page in pages
+            if lines[page.doc_id]
         }
-        batch_texts = {p.doc_id: p.article.text for p in pages}
-        stored = {o for found in partners.values() for o in found if o not in batch_texts}
-        texts = {doc_id: fold(text) for doc_id, text in (batch_texts | self.store.texts(stored)).items()}
+        wanted = {o for found in partners.values() for o in found}
+        batch_texts = {p.doc_id: p.article.text for p in pages if p.doc_id in wanted}
+        stored_texts = self.store.texts(wanted - batch_texts.keys())
+        texts = {doc_id: fold(text) for doc_id, text in (batch_texts | stored_texts).items()}
         for page in pages:
-            lines = {fold(m.text) for m in page.cleaned.markers if m.kind != "dateline"}
-            others = [texts[o] for o in partners[page.doc_id] if o in texts]
+            others = [texts[o] for o in partners.get(page.doc_id, ()) if o in texts]
             # a line that one of them carries too is the story's own
-            page.adds_lines = bool(others) and any(all(line not in text for text in others) for line in lines)
+            page.adds_lines = bool(others) and any(all(line not in text for text in others) for line in lines[page.doc_id])
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Learn each host's furniture from this batch and the stored pages, strip it

@@ -61,8 +61,9 @@ _NUMBER = re.compile(r"\d+")
 # a word in an alphabet with capital letters (a name in Chinese or Japanese
 # is not told apart this way)
 _LETTERS = "A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"
-_WORD = re.compile(f"[{_LETTERS}][{_LETTERS}0-9'&.-]*")
-_OPENING = re.compile(f"[^\\w]*(?:[{_LETTERS}][{_LETTERS}0-9'&.-]*)?")
+_WORD_PATTERN = f"[{_LETTERS}][{_LETTERS}0-9'&.-]*"
+_WORD = re.compile(_WORD_PATTERN)
+_OPENING = re.compile(f"[^\\w]*(?:{_WORD_PATTERN})?")
 _SLOT = "\x00"
 # slots next to each other, or joined by a short word ("Presse de Tunisie"), are one
 _SLOTS = re.compile(r"\x00(?:[^\w\x00]*(?:\w{1,3}[^\w\x00]+)?\x00)+")

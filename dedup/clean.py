@@ -189,9 +189,19 @@ class RuleSet:
         # so the middle of an article is tried against none)
         by_zones = {zones: tuple(r for r in self.rules if r.zone in zones) for zones in (_MIDDLE, _HEAD, _TAIL, _HEAD_AND_TAIL)}
         object.__setattr__(self, "_by_zones", by_zones)
+        object.__setattr__(self, "_keeping", {zones: tuple(r for r in rules if r.keep) for zones, rules in by_zones.items()})
+        object.__setattr__(self, "_cutting", {zones: tuple(r for r in rules if not r.keep) for zones, rules in by_zones.items()})
 
     def applicable(self, zones: frozenset[str]) -> tuple[Rule, ...]:
         return self._by_zones[zones]
+
+    def keeping(self, zones: frozenset[str]) -> tuple[Rule, ...]:
+        """Of `applicable`, the rules that leave their paragraph in the body (`keep`)."""
+        return self._keeping[zones]
+
+    def cutting(self, zones: frozenset[str]) -> tuple[Rule, ...]:
+        """Of `applicable`, the rules that take their paragraph out."""
+        return self._cutting[zones]
 
     def is_guarded(self, folded: str) -> bool:
         return any(g.search(folded) for g in self.guards)
@@ -336,7 +346,7 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
         if len(segments) <= 1 or len(paragraph) <= _WHOLE_PARAGRAPH_MAX_CHARS:
             whole = _first_marker(paragraph, folded, index, rules, config.rules)
         else:  # only a rule that cuts nothing reads a long paragraph whole (a wire dateline)
-            whole = _first_marker(paragraph, folded, index, tuple(r for r in rules if r.keep), config.rules)
+            whole = _first_marker(paragraph, folded, index, config.rules.keeping(zones), config.rules)
         if whole is not None and whole.kept:
             wire.append(whole)
             kept.append(paragraph)
@@ -345,7 +355,7 @@ def strip_markers(article: Article, config: CleanConfig) -> CleanedArticle:
             markers.append(whole)
             continue
         if in_tail and len(segments) > 1:
-            paragraph = _peel_tail(paragraph, segments, index, rules, config.rules, markers)
+            paragraph = _peel_tail(paragraph, segments, index, config.rules.cutting(zones), config.rules, markers)
         if paragraph:
             kept.append(paragraph)
     return CleanedArticle(
@@ -384,7 +394,7 @@ def _peel_tail(
         for k in range(1, min(_MAX_PEEL_SEGMENTS, len(segments)) + 1):
             tail = " ".join(segments[-k:])
             marker = _first_marker(tail, fold(tail), index, rules, rule_set)
-            if marker is not None and not marker.kept:
+            if marker is not None:
                 peeled.append(marker)
                 del segments[-k:]
                 break

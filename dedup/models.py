@@ -142,8 +142,8 @@ class Page:
     signature: Signature
     cluster_id: int | None = None
     first_seen_run: int | None = None
-    # the page carries lines its host adds (learned host lines) and is linked
-    # to another site's page: it behaves as an aggregator's copy
+    # the page carries a line (a marker other than a dateline) that none of
+    # the pages of other sites it is linked to carries: an aggregator's copy
     adds_lines: bool = False
 
     @property

@@ -257,9 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help=db_help)
     parser.add_argument(
         "--rules",
-        choices=("default", "none"),
-        help="repost-marker rules: the rule files and what is learned (default), or what is learned alone"
-        " (none); default: $REPOSTS_RULES or default",
+        help="repost-marker rules: default (the rule files and what is learned) or none (what is learned alone);"
+        " default: $REPOSTS_RULES or default",
     )
     # --db is accepted after the command too (`reposts ingest FILE --db X`);
     # SUPPRESS keeps a value given before the command when it is absent after.

@@ -1,6 +1,6 @@
--- A page that carries lines its host adds to stories of other sites (learned
--- host lines, on a page linked to another site's page): the behaviour of an
--- aggregator, whatever the language of what it adds. host_stats gives each
+-- A page that carries a line (a marker other than a dateline, learned or by
+-- a rule) that none of the pages of other sites it is linked to carries: the
+-- behaviour of an aggregator, whatever the language of what it adds. host_stats gives each
 -- host the share of its pages that are copies by their markers or by this
 -- behaviour (aggregator_score).
 -- (DuckDB alters no table that an index depends on: the cluster index is
