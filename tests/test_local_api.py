@@ -48,7 +48,7 @@ with api.serving() as url:
 
 
 def _clean_env() -> dict[str, str]:
-    """This session's environment without an API to use (the test harness
+    """The test run's environment without an API to use (the test harness
     sets one only inside this process), with Prefect's home kept temporary."""
     return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
 

@@ -804,7 +804,7 @@ def test_a_database_put_back_from_a_copy_uses_none_of_the_saved_tables_and_sets_
 
 def test_migration_004_takes_the_last_batch_id_out_of_meta_and_keeps_the_rest(db_path, migrated_to):
     con = migrated_to(3)
-    con.execute("INSERT INTO meta VALUES ('database.id', 'older'), ('last_batch.id', 'a1b2')")  # as session 17's runs wrote it
+    con.execute("INSERT INTO meta VALUES ('database.id', 'older'), ('last_batch.id', 'a1b2')")  # as older versions wrote it
     con.close()
     Store(db_path).migrate()
     with duckdb.connect(db_path, read_only=True) as con:
