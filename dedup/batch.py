@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dedup.archive import read_warc
-from dedup.boilerplate import BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
+from dedup.boilerplate import CARRIED_RULE_ID, BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
 from dedup.clean import CleanConfig, fold, site_key, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
@@ -203,6 +203,10 @@ class Linker:
                 line_numbers = store.host_line_numbers()
             self._lines_held = line_numbers is not None
             self._stored_lines = StoredLineKeys(line_numbers if self._lines_held else np.empty(0, dtype=np.uint64))
+            # the keys of the lines learned as furniture on some host (stripped on every host)
+            self._furniture_keys: set[int] = (
+                store.furniture_keys(settings.boilerplate.min_stories) if settings.boilerplate.enabled else set()
+            )
             self._host_hashes: dict[str, int] = {}  # the hosts' DuckDB hashes those numbers use, asked once a host
             # the latest stored pages' shingle sets, as earlier runs saved them
             self.recent = RecentShingleSets(
@@ -257,7 +261,9 @@ class Linker:
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self._next_id += 1
         stats.pages = len(pages)
-        new_lines, grown_lines = self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else ([], [])
+        new_lines, grown_lines, furniture_keys = (
+            self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else ([], [], set())
+        )
         # candidates and verified edges: against the stored pages and this batch
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
@@ -346,6 +352,7 @@ class Linker:
         self._snapshot_current = False
         self._stored_urls.add(np.array([hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
+        self._furniture_keys |= furniture_keys
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
@@ -455,9 +462,13 @@ class Linker:
 
     def _note_added_lines(self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]) -> None:
         """Set `adds_lines` on the pages that carry a line (a marker other than
-        a dateline, learned or by a rule) that none of the pages of other
-        sites they are linked to carries: what a copier adds to a story."""
-        lines = {p.doc_id: {fold(m.text) for m in p.cleaned.markers if m.kind != "dateline"} for p in pages}
+        a dateline or another host's furniture, learned or by a rule) that none
+        of the pages of other sites they are linked to carries: what a copier
+        adds to a story."""
+        lines = {
+            p.doc_id: {fold(m.text) for m in p.cleaned.markers if m.kind != "dateline" and m.rule != CARRIED_RULE_ID}
+            for p in pages
+        }
         partners = {
             page.doc_id: [o for o in neighbours.get(page.doc_id, {}) if site_key(members[o].host) != site_key(page.article.host)]
             for page in pages
@@ -472,16 +483,17 @@ class Linker:
             # a line that one of them carries too is the story's own
             page.adds_lines = bool(others) and any(all(line not in text for text in others) for line in lines[page.doc_id])
 
-    def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow]]:
+    def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow], set[int]]:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
-        the host_lines rows to store with the batch (new lines, grown lines).
-        The batch's hosts are hashed already (`_link_batch`)."""
+        the host_lines rows to store with the batch (new lines, grown lines) and
+        the keys of the lines it learned. The batch's hosts are hashed already
+        (`_link_batch`)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config, p.article.title) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
         fingerprinting = self.settings.fingerprint
-        lines = HostLines(config, fingerprinting.dtype)
+        lines = HostLines(config, fingerprinting.dtype, self._furniture_keys)
         rows = self.store.host_lines(self._stored_lines.held(keys, self._host_hashes))
         lines.load(
             rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
@@ -495,7 +507,7 @@ class Linker:
                 signature = fingerprint(stripped.body, self.settings.fingerprint)
                 if len(signature.shingles):
                     page.cleaned, page.signature = stripped, signature
-        return lines.changed_rows()
+        return (*lines.changed_rows(), lines.learned_keys)
 
 
 def _member_of(page: Page) -> Member:

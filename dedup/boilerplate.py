@@ -33,6 +33,8 @@ from dedup.models import CleanedArticle, HostLineRow, Marker
 from dedup.store import StoredNumbers
 
 RULE_ID = "learned"
+# a line learned on another host, carried along by a page that copied it
+CARRIED_RULE_ID = "learned-carried"
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,16 @@ class BoilerplateConfig:
 # domains, quoted titles, numbers (years, dates, ids) and names (a word that
 # starts with a capital letter, the line's first word aside). What is left
 # is the template's own wording.
-_URL_OR_DOMAIN = re.compile(r"(?:https?://|www\.)\S+|\b(?:[\w-]+\.)+[^\W\d_]{2,}\b(?:/\S*)?|\S+@\S+")
+# (a domain's own characters are ASCII: one written next to Chinese or
+# Japanese text ends where they do; what is written onto its front is the link's)
+_URL_OR_DOMAIN = re.compile(
+    r"(?:https?://|www\.)[!-~]+|(?<![!-~])[!-~]*?(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![A-Za-z0-9])(?:/[!-~]*)?|[!-~]+@[!-~]+"
+)
 _QUOTED = re.compile(r'"[^"]{1,300}"|\'[^\']{3,300}\'|《[^》]{1,300}》|「[^」]{1,300}」|『[^』]{1,300}』')
 _NUMBER = re.compile(r"\d+")
 # a word in an alphabet with capital letters (a name in Chinese or Japanese
 # is not told apart this way)
-_LETTERS = "A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"
+_LETTERS = "A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u1e00-\u1eff"
 _WORD_PATTERN = f"[{_LETTERS}][{_LETTERS}0-9'&.-]*"
 _WORD = re.compile(_WORD_PATTERN)
 _OPENING = re.compile(f"[^\\w]*(?:{_WORD_PATTERN})?")
@@ -71,6 +77,9 @@ _SPACE_AROUND_SLOT = re.compile(r"\s*\x00\s*")
 # a template keeps at least this many letters of its own once its slots are
 # set aside; a line with fewer is keyed by its whole text
 _MIN_TEMPLATE_LETTERS = 8
+# a run of a template's fixed wording with this many letters keys the line
+_MIN_ANCHOR_LETTERS = 16
+_RUN_EDGES = " .,;:!?()[]{}|/-_'\"«»“”‘’、。，：；！？（）【】「」『』"
 # a part of the title shorter than this is not set aside as the title
 _MIN_TITLE_CHARS = 12
 
@@ -79,13 +88,15 @@ def line_template(paragraph: str, title: str | None = None) -> str | None:
     """The paragraph with the parts that vary between pages set aside (the
     page's `title`, links, quotes, numbers, names), folded; None when too
     little of it is left to be a template."""
-    text = _without_title(fold(paragraph), fold(title) if title else "")
-    text = _SLOTS.sub(_SLOT, _NUMBER.sub(_SLOT, _QUOTED.sub(_SLOT, _URL_OR_DOMAIN.sub(_SLOT, text))))
+    text = _QUOTED.sub(_SLOT, _URL_OR_DOMAIN.sub(_SLOT, _without_title(fold(paragraph), fold(title) if title else "")))
     # names are found by their capital letter, in the paragraph as written
-    # (the paragraph's own first word aside: a sentence starts with a capital)
+    # (the paragraph's own first word aside: a sentence starts with a
+    # capital; and a word it also writes in lowercase is not a name)
     opening = _OPENING.match(paragraph)
-    capitals = {m.group().casefold() for m in _WORD.finditer(paragraph, opening.end()) if m.group()[0].isupper()}
-    nameless = _SLOTS.sub(_SLOT, _WORD.sub(lambda m: _SLOT if m.group() in capitals else m.group(), text))
+    words = [m.group() for m in _WORD.finditer(paragraph, opening.end())]
+    capitals = {w.casefold() for w in words if w[0].isupper()} - {w for w in words if w[0].islower()}
+    nameless = _WORD.sub(lambda m: _SLOT if m.group() in capitals else m.group(), text)
+    nameless, text = (_SLOTS.sub(_SLOT, _NUMBER.sub(_SLOT, t)) for t in (nameless, text))
     # a line in title case loses its own words with the names: then only
     # the other parts are set aside
     for template in (nameless, text):
@@ -112,10 +123,24 @@ def _without_title(text: str, title: str) -> str:
 def line_key(paragraph: str, title: str | None = None) -> int:
     """A stable 63-bit key for a paragraph: of its template (`line_template`),
     so that one host's line filled in with each page's own title, link, year
-    or source is one line, else of its folded text."""
+    or source is one line, else of its folded text. A template is keyed by
+    its longest run of fixed wording (`template_anchor`) when that is long
+    enough: a slot's value can bring lowercase words of its own ("Frau
+    Sabienes sagt"), which the rest of the line does not change with."""
     template = line_template(paragraph, title)
-    digest = hashlib.blake2b((template if template is not None else fold(paragraph)).encode("utf-8"), digest_size=8).digest()
+    key = fold(paragraph) if template is None else template_anchor(template)
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+def template_anchor(template: str) -> str:
+    """The template's longest run between slots, trimmed of punctuation, if
+    it holds `_MIN_ANCHOR_LETTERS` letters; else the template."""
+    runs = [run.strip(_RUN_EDGES) for run in template.split(_SLOT)]
+    longest = max(runs, key=len)
+    if len(runs) > 1 and sum(1 for ch in longest if ch.isalpha()) >= _MIN_ANCHOR_LETTERS:
+        return longest
+    return template
 
 
 def edge_lines(body: str, config: BoilerplateConfig, title: str | None = None) -> dict[int, str]:
@@ -176,13 +201,20 @@ class HostLines:
     `observe` every page of a batch first, then `strip` them: a paragraph
     that reaches the threshold within a batch is taken off all of that
     batch's pages, the first ones included.
+
+    A line learned on one host is furniture on every host: a copier that
+    scrapes a page takes the source's related links, newsletter box or
+    notice along, and they are not the story's text there either.
+    `furniture_keys` are the keys learned on some host before this batch.
     """
 
-    def __init__(self, config: BoilerplateConfig, dtype: np.dtype) -> None:
+    def __init__(self, config: BoilerplateConfig, dtype: np.dtype, furniture_keys: set[int] | None = None) -> None:
         self.config = config
         self.dtype = np.dtype(dtype)
         self.lines: dict[tuple[str, int], LineSeen] = {}
         self._signatures: dict[int, tuple[np.ndarray, int]] = {}
+        self._furniture_keys = furniture_keys if furniture_keys is not None else set()
+        self.learned_keys: set[int] = set()  # keys that became furniture on some host here
 
     def load(self, rows: list[HostLineRow], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Stored lines (host, key, text, story doc ids), and the signatures of
@@ -203,6 +235,8 @@ class HostLines:
             if all(self._different_story(signature, other) for other in seen.story_doc_ids):
                 seen.story_doc_ids.append(doc_id)
                 seen.changed = True
+                if len(seen.story_doc_ids) >= self.config.min_stories:
+                    self.learned_keys.add(key)
 
     def _different_story(self, signature: tuple[np.ndarray, int], other_doc_id: int) -> bool:
         if other_doc_id not in self._signatures:  # its page is gone; it counted when it was stored
@@ -214,14 +248,24 @@ class HostLines:
         return jaccard < self.config.story_jaccard and containment < self.config.story_containment
 
     def is_furniture(self, host: str, key: int) -> bool:
+        """Whether the line is this host's furniture."""
         seen = self.lines.get((host, key))
         return seen is not None and len(seen.story_doc_ids) >= self.config.min_stories
+
+    def is_carried(self, key: int) -> bool:
+        """Whether the line is furniture of some host."""
+        return key in self._furniture_keys or key in self.learned_keys
 
     def strip(self, cleaned: CleanedArticle, edges: dict[int, str]) -> CleanedArticle:
         """The article without its host's learned furniture (unchanged if none);
         `edges` is `edge_lines` of its body."""
         host = cleaned.article.host or ""
-        furniture = {text for key, text in edges.items() if self.is_furniture(host, key)}
+        furniture = {}
+        for key, text in edges.items():
+            if self.is_furniture(host, key):
+                furniture[text] = RULE_ID
+            elif self.is_carried(key):
+                furniture[text] = CARRIED_RULE_ID
         if not furniture:
             return cleaned
         text_lines = cleaned.article.text.split("\n")
@@ -229,7 +273,7 @@ class HostLines:
         for paragraph in cleaned.body.split("\n"):
             if paragraph in furniture:
                 position = text_lines.index(paragraph) if paragraph in text_lines else -1
-                markers.append(Marker(kind="boilerplate", rule=RULE_ID, text=paragraph, position=position))
+                markers.append(Marker(kind="boilerplate", rule=furniture[paragraph], text=paragraph, position=position))
             else:
                 kept.append(paragraph)
         body = "\n".join(kept).strip()

@@ -517,6 +517,14 @@ class Store:
         """Every host_lines row's (host, line_key) as one number, sorted: see `StoredLineKeys`."""
         return self._sorted_numbers("SELECT xor(hash(host), line_key::UBIGINT) AS n FROM host_lines")
 
+    def furniture_keys(self, min_stories: int) -> set[int]:
+        """The line_key of every host line carried by `min_stories` pages of different stories or more."""
+        with self.connect() as con:
+            keys = con.execute(
+                "SELECT DISTINCT line_key FROM host_lines WHERE len(story_doc_ids) >= ?", [min_stories]
+            ).fetchnumpy()["line_key"]
+        return set(np.asarray(keys, dtype=np.int64).tolist())
+
     def _sorted_numbers(self, sql: str) -> np.ndarray:
         """The column `n` of `sql`, sorted uint64: a StoredNumbers' stored keys."""
         with self.connect() as con:

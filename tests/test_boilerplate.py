@@ -152,3 +152,30 @@ def test_stored_line_keys_answer_for_the_stored_pairs_and_what_the_run_added(db_
     assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20)}
     keys.add([("b.example", 8, "text", [1]), ("c.example", 4, "text", [2])], hashes)
     assert keys.held(asked, hashes) == {("a.example", 8), ("b.example", 20), ("b.example", 8)}
+
+
+def carrying_page(host, title, story, carried):
+    return fetched(f"https://{host}/copy", article_html(title, story, [carried]))
+
+
+def test_a_line_learned_on_one_host_is_stripped_where_a_copier_carried_it(db_path):
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+    pages = [quill_page(n, title, story) for n, (title, story) in enumerate(stories)]
+    # a page of another host that scraped a Quillpost page, note and all
+    ingest(db_path, [*pages, carrying_page("relay.example", "Library on Sundays", LIBRARY_STORY, QUILL_NOTE)])
+    relay = bodies(db_path)["https://relay.example/copy"]
+    assert QUILL_NOTE not in relay and LIBRARY_STORY[0] in relay
+    # and in a later run, from what is stored
+    ingest(db_path, [carrying_page("mirror.example", "Canal drained", CANAL_STORY, QUILL_NOTE)], run_name="later")
+    assert QUILL_NOTE not in bodies(db_path)["https://mirror.example/copy"]
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        carried = con.execute(
+            "SELECT d.host, m.rule FROM markers m JOIN documents d USING (doc_id) WHERE m.rule = 'learned-carried' ORDER BY 1"
+        ).fetchall()
+        # a carried line is not what the copier adds
+        adds = con.execute("SELECT count(*) FROM documents WHERE host <> 'quillpost.example' AND adds_lines").fetchone()[0]
+    finally:
+        con.close()
+    assert carried == [("mirror.example", "learned-carried"), ("relay.example", "learned-carried")]
+    assert adds == 0

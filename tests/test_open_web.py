@@ -83,6 +83,26 @@ def test_a_host_line_filled_in_per_page_has_one_template():
     assert line_template("The post X appeared first on Y, a weekly.") != first
 
 
+def test_a_slot_that_brings_lowercase_words_keeps_the_lines_key():
+    # a source's name with words that are not capitalised, a site written
+    # into Chinese or Japanese text, a name with a digit in it
+    assert line_key("This piece comes from Frau Ottilie bloggt. Relay Desk takes no responsibility for what it says.") == line_key(
+        "This piece comes from The Harbor Weekly. Relay Desk takes no responsibility for what it says."
+    )
+    assert line_key("（本文转自harbor.example，版权归原作者所有，如有侵权请联系删除）") == line_key(
+        "（本文转自mill-lane.example，版权归原作者所有，如有侵权请联系删除）"
+    )
+    assert line_key("Read the rest on K9 Daily, where it appeared first.") == line_key(
+        "Read the rest on Harbor Weekly, where it appeared first."
+    )
+    # a word written in lowercase elsewhere in the line is not a name
+    assert "the content" in line_template("Supplied by The Harbor Weekly; we are not liable for the content.")
+    # the fixed wording decides: another sentence is another line
+    assert line_key("This piece comes from Harbor Weekly. Relay Desk checked every figure in it twice.") != line_key(
+        "This piece comes from Harbor Weekly. Relay Desk takes no responsibility for what it says."
+    )
+
+
 def member(doc_id, host, *, marks_copy=False, adds_lines=False, wire=None, credits=()):
     attributions = tuple(Attribution(kind="wire", strength="strong", source_name=wire) for _ in [wire] if wire)
     return Member(
