@@ -22,13 +22,31 @@ from pathlib import Path
 import numpy as np
 
 from dedup.archive import read_warc
-from dedup.boilerplate import CARRIED_RULE_ID, BoilerplateConfig, HostLines, StoredLineKeys, edge_lines
+from dedup.boilerplate import (
+    CARRIED_RULE_ID,
+    RULE_ID,
+    BoilerplateConfig,
+    HostLines,
+    StoredLineKeys,
+    edge_lines,
+    strip_furniture,
+)
 from dedup.clean import CleanConfig, fold, site_key, strip_markers
 from dedup.extract import ExtractConfig, ExtractionError, extract_article
 from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprint, fingerprints, shingle_sets
 from dedup.link import Candidates, LinkConfig, candidate_index, plausible_duplicates, similarity, verified_edges
-from dedup.models import CleanedArticle, FetchedPage, HostLineRow, Page, Signature, Similarity
+from dedup.models import (
+    CleanedAgain,
+    CleanedArticle,
+    ClusterEvent,
+    FetchedPage,
+    HostLineRow,
+    Marker,
+    Page,
+    Signature,
+    Similarity,
+)
 from dedup.provenance import AggregatorHosts, ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
 from dedup.recent import RecentShingleSets
 from dedup.snapshot import Snapshot, StoredKeys
@@ -261,9 +279,17 @@ class Linker:
             pages.append(Page(doc_id=self._next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self._next_id += 1
         stats.pages = len(pages)
-        new_lines, grown_lines, furniture_keys = (
-            self._strip_learned_boilerplate(pages) if settings.boilerplate.enabled else ([], [], set())
-        )
+        new_lines: list[HostLineRow] = []
+        grown_lines: list[HostLineRow] = []
+        again: dict[int, CleanedAgain] = {}
+        if settings.boilerplate.enabled:
+            lines = self._strip_learned_boilerplate(pages)
+            new_lines, grown_lines = lines.changed_rows()
+            # stored pages that carry a line learned here are cleaned again, and their clusters decided again
+            again = {c.doc_id: c for c in self._clean_stored_again(lines)}
+        for cleaned_again in again.values():
+            self._remember(cleaned_again.doc_id, cleaned_again.signature.shingles)
+            self._sizes[cleaned_again.doc_id] = cleaned_again.signature.n_shingles
         # candidates and verified edges: against the stored pages and this batch
         batch_index = {p.doc_id: p for p in pages}
         for page in pages:
@@ -285,9 +311,11 @@ class Linker:
                 pairs[key] = sim
         # the clusters this batch touches, with all their members
         stored_neighbours = {o for p in pages for o in neighbours.get(p.doc_id, {}) if o not in batch_index}
-        touched_before = set(self.store.cluster_ids_of(stored_neighbours).values())
+        touched_before = set(self.store.cluster_ids_of(stored_neighbours | again.keys()).values())
         cluster_rows = self.store.members(touched_before)
         members: dict[int, Member] = {m.doc_id: m for m in cluster_rows}
+        for doc_id, cleaned_again in again.items():
+            members[doc_id].n_shingles = cleaned_again.signature.n_shingles
         for page in pages:
             members[page.doc_id] = _member_of(page)
         before = self.store.clusters_before(touched_before)
@@ -302,6 +330,10 @@ class Linker:
             previous_size={c: s for c, (_, s) in before.items()},
         )
         known_pairs = self.store.pairs_among(set(members) - set(batch_index))
+        # the stored pairs of pages cleaned again are measured again
+        measured_before = [pair for pair in known_pairs if pair[0] in again or pair[1] in again]
+        for pair in measured_before:
+            del known_pairs[pair]
         known_pairs.update(pairs)
 
         def similarity_of(a: int, b: int) -> Similarity:
@@ -327,10 +359,19 @@ class Linker:
             members[page.doc_id].adds_lines = page.adds_lines
             pages_of_host, copies = self._host_pages.get(page.article.host, (0, 0))
             self._host_pages[page.article.host] = (pages_of_host + 1, copies + int(page.cleaned.marks_copy or page.adds_lines))
+        pairs_again = {pair: similarity_of(*pair) for pair in measured_before}
+        self._note_lines_added_again(again, pairs_again, members)
         aggregators = AggregatorHosts(self._host_pages, settings.provenance)
         assign_pages(state, [p.doc_id for p in pages], neighbours, similarity_of, aggregators, settings.provenance)
-        touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values())
+        cleaned_clusters: dict[int, list[int]] = {}
+        for doc_id in sorted(again):
+            cleaned_clusters.setdefault(members[doc_id].cluster_id, []).append(doc_id)
+        touched = {members[p.doc_id].cluster_id for p in pages} | set(state.merged_into.values()) | cleaned_clusters.keys()
         clusters, reposts, events = decide_clusters(state, touched, similarity_of, aggregators, settings.provenance)
+        events += [
+            ClusterEvent(cluster_id, "cleaned_again", f"pages {', '.join(map(str, doc_ids))} cleaned of lines learned later")
+            for cluster_id, doc_ids in cleaned_clusters.items()
+        ]
         for page in pages:
             page.cluster_id = members[page.doc_id].cluster_id
         moved = {d: c for d, c in ((d, members[d].cluster_id) for d in stored_cluster) if c != stored_cluster[d]}
@@ -347,12 +388,15 @@ class Linker:
                 removed_clusters=[g for g in state.merged_into if g not in state.new_clusters and g in before],
                 host_lines=new_lines,
                 host_lines_grown=grown_lines,
+                cleaned_again=list(again.values()),
+                pairs_again=pairs_again,
             )
         )
         self._snapshot_current = False
         self._stored_urls.add(np.array([hashes[url] for url in seen], dtype=np.uint64))
         self._stored_lines.add(new_lines, self._host_hashes)  # the batch's hosts are hashed already
-        self._furniture_keys |= furniture_keys
+        if settings.boilerplate.enabled:
+            self._furniture_keys |= lines.learned_keys
         for page in pages:
             self.recent.add(page.doc_id, page.signature.shingles)
         stats.new_clusters = sum(1 for e in events if e.kind == "created")
@@ -465,33 +509,90 @@ class Linker:
         a dateline or another host's furniture, learned or by a rule) that none
         of the pages of other sites they are linked to carries: what a copier
         adds to a story."""
-        lines = {
-            p.doc_id: {fold(m.text) for m in p.cleaned.markers if m.kind != "dateline" and m.rule != CARRIED_RULE_ID}
-            for p in pages
-        }
+        lines = {p.doc_id: _own_lines(p.cleaned.markers) for p in pages}
+        partners = {p.doc_id: list(neighbours.get(p.doc_id, {})) for p in pages}
+        adding = self._adding_lines(lines, partners, members, {p.doc_id: p.article.text for p in pages})
+        for page in pages:
+            page.adds_lines = page.doc_id in adding
+
+    def _note_lines_added_again(
+        self, again: dict[int, CleanedAgain], pairs: dict[tuple[int, int], Similarity], members: dict[int, Member]
+    ) -> None:
+        """`adds_lines` of stored pages cleaned again, from their new markers
+        and the pages they were linked to, counted towards their hosts."""
+        partners: dict[int, list[int]] = {d: [] for d in again}
+        for a, b in pairs:
+            for doc_id, other in ((a, b), (b, a)):
+                if doc_id in again:
+                    partners[doc_id].append(other)
+        lines = {d: _own_lines(c.markers) for d, c in again.items() if not c.adds_lines}
+        for doc_id in self._adding_lines(lines, partners, members, {}):
+            again[doc_id].adds_lines = members[doc_id].adds_lines = True
+            pages_of_host, copies = self._host_pages.get(members[doc_id].host, (0, 0))
+            self._host_pages[members[doc_id].host] = (pages_of_host, copies + 1)
+
+    def _adding_lines(
+        self, lines: dict[int, set[str]], partners: dict[int, list[int]], members: dict[int, Member], known_texts: dict[int, str]
+    ) -> set[int]:
+        """Those of the pages (`lines`: doc_id -> its folded lines) that carry a
+        line none of their `partners` of other sites carries (their texts:
+        `known_texts`, else read)."""
         partners = {
-            page.doc_id: [o for o in neighbours.get(page.doc_id, {}) if site_key(members[o].host) != site_key(page.article.host)]
-            for page in pages
-            if lines[page.doc_id]
+            doc_id: [o for o in partners.get(doc_id, ()) if site_key(members[o].host) != site_key(members[doc_id].host)]
+            for doc_id, found in lines.items()
+            if found
         }
         wanted = {o for found in partners.values() for o in found}
-        batch_texts = {p.doc_id: p.article.text for p in pages if p.doc_id in wanted}
+        batch_texts = {d: t for d, t in known_texts.items() if d in wanted}
         stored_texts = self.store.texts(wanted - batch_texts.keys())
         texts = {doc_id: fold(text) for doc_id, text in (batch_texts | stored_texts).items()}
-        for page in pages:
-            others = [texts[o] for o in partners.get(page.doc_id, ()) if o in texts]
+        adding = set()
+        for doc_id, found in partners.items():
+            others = [texts[o] for o in found if o in texts]
             # a line that one of them carries too is the story's own
-            page.adds_lines = bool(others) and any(all(line not in text for text in others) for line in lines[page.doc_id])
+            if others and any(all(line not in text for text in others) for line in lines[doc_id]):
+                adding.add(doc_id)
+        return adding
 
-    def _strip_learned_boilerplate(self, pages: list[Page]) -> tuple[list[HostLineRow], list[HostLineRow], set[int]]:
+    def _clean_stored_again(self, lines: HostLines) -> list[CleanedAgain]:
+        """Stored pages that carry a line learned in this batch (`lines`: the
+        pages its host_lines rows name, of any host), cleaned of every learned
+        line they carry. The LSH index keeps such a page's first bands (its
+        copies still share most of them); its shingle set and size are the new ones."""
+        if not lines.learned_keys:
+            return []
+        config = self.settings.boilerplate
+        stored = self.store.stored_pages({d for row in self.store.host_lines_of(lines.learned_keys) for d in row[3]})
+        furniture_keys = self._furniture_keys | lines.learned_keys
+        # whose line each is: the host's own rows for the keys it may take off
+        near_edges = {(p.host, key) for p in stored for key in edge_lines(p.body, config, p.title, reach=2)}
+        own = {(h, k) for h, k, _, story_doc_ids in self.store.host_lines(near_edges) if len(story_doc_ids) >= config.min_stories}
+        cleaned = []
+        for page in stored:
+
+            def rule_of(key: int, host: str = page.host) -> str | None:
+                if key not in furniture_keys:
+                    return None
+                return RULE_ID if (host, key) in own or lines.is_furniture(host, key) else CARRIED_RULE_ID
+
+            stripped = strip_furniture(page.body, page.text, page.title, config, rule_of)
+            if stripped is None:
+                continue
+            body, markers = stripped
+            signature = fingerprint(body, self.settings.fingerprint)
+            if len(signature.shingles):
+                cleaned.append(CleanedAgain(page.doc_id, body, signature, markers, page.adds_lines))
+        return cleaned
+
+    def _strip_learned_boilerplate(self, pages: list[Page]) -> HostLines:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
-        the host_lines rows to store with the batch (new lines, grown lines) and
-        the keys of the lines it learned. The batch's hosts are hashed already
-        (`_link_batch`)."""
+        what was learned (its `changed_rows` are to be stored with the batch).
+        The batch's hosts are hashed already (`_link_batch`)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config, p.article.title) for p in pages}
-        keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
+        # the stored lines of the paragraphs that are or may come to an edge
+        keys = {(p.article.host or "", key) for p in pages for key in edge_lines(p.cleaned.body, config, p.article.title, reach=2)}
         fingerprinting = self.settings.fingerprint
         lines = HostLines(config, fingerprinting.dtype, self._furniture_keys)
         rows = self.store.host_lines(self._stored_lines.held(keys, self._host_hashes))
@@ -502,12 +603,18 @@ class Linker:
             host = page.article.host or ""
             lines.observe(host, page.doc_id, page.signature.hashvalues, page.signature.n_shingles, edges[page.doc_id])
         for page in pages:
-            stripped = lines.strip(page.cleaned, edges[page.doc_id])
+            stripped = lines.strip(page.cleaned)
             if stripped is not page.cleaned:
                 signature = fingerprint(stripped.body, self.settings.fingerprint)
                 if len(signature.shingles):
                     page.cleaned, page.signature = stripped, signature
-        return (*lines.changed_rows(), lines.learned_keys)
+        return lines
+
+
+def _own_lines(markers: Iterable[Marker]) -> set[str]:
+    """The folded lines of a page that may be its host's additions (not
+    datelines, not another host's furniture carried along)."""
+    return {fold(m.text) for m in markers if m.kind != "dateline" and m.rule != CARRIED_RULE_ID}
 
 
 def _member_of(page: Page) -> Member:

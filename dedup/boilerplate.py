@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 
@@ -69,7 +70,10 @@ _NUMBER = re.compile(r"\d+")
 _LETTERS = "A-Za-z\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff\u1e00-\u1eff"
 _WORD_PATTERN = f"[{_LETTERS}][{_LETTERS}0-9'&.-]*"
 _WORD = re.compile(_WORD_PATTERN)
-_OPENING = re.compile(f"[^\\w]*(?:{_WORD_PATTERN})?")
+# the line's opening word, unless a capitalised word follows it or it has
+# capitals inside ("Harbor Weekly", "FiveThirtyEight": a name)
+_OPENING = re.compile(f"[^\\w]*(?:(?![{_LETTERS}][a-z\u00e0-\u024f]*[A-Z0-9])(?!{_WORD_PATTERN}\\s+[A-Z]){_WORD_PATTERN})?")
+_CJK = re.compile("[\u2e80-\u9fff\uac00-\ud7af]")
 _SLOT = "\x00"
 # slots next to each other, or joined by a short word ("Presse de Tunisie"), are one
 _SLOTS = re.compile(r"\x00(?:[^\w\x00]*(?:\w{1,3}[^\w\x00]+)?\x00)+")
@@ -79,7 +83,7 @@ _SPACE_AROUND_SLOT = re.compile(r"\s*\x00\s*")
 _MIN_TEMPLATE_LETTERS = 8
 # a run of a template's fixed wording with this many letters keys the line
 _MIN_ANCHOR_LETTERS = 16
-_RUN_EDGES = " .,;:!?()[]{}|/-_'\"«»“”‘’、。，：；！？（）【】「」『』"
+_RUN_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
 # a part of the title shorter than this is not set aside as the title
 _MIN_TITLE_CHARS = 12
 
@@ -95,7 +99,10 @@ def line_template(paragraph: str, title: str | None = None) -> str | None:
     opening = _OPENING.match(paragraph)
     words = [m.group() for m in _WORD.finditer(paragraph, opening.end())]
     capitals = {w.casefold() for w in words if w[0].isupper()} - {w for w in words if w[0].islower()}
-    nameless = _WORD.sub(lambda m: _SLOT if m.group() in capitals else m.group(), text)
+    if _CJK.search(text):  # a line in Chinese, Japanese or Korean writes the names it fills in in other scripts
+        nameless = _WORD.sub(_SLOT, text)
+    else:
+        nameless = _WORD.sub(lambda m: _SLOT if m.group() in capitals else m.group(), text)
     nameless, text = (_SLOTS.sub(_SLOT, _NUMBER.sub(_SLOT, t)) for t in (nameless, text))
     # a line in title case loses its own words with the names: then only
     # the other parts are set aside
@@ -104,6 +111,12 @@ def line_template(paragraph: str, title: str | None = None) -> str | None:
         if sum(1 for ch in template if ch.isalpha()) >= _MIN_TEMPLATE_LETTERS:
             return template
     return None
+
+
+def _letter_weight(text: str) -> int:
+    """Letters, a Chinese, Japanese or Korean character counting as two
+    (it holds about what two letters of an alphabet do)."""
+    return sum(2 if ch >= "\u2e80" else 1 for ch in text if ch.isalpha())
 
 
 def _without_title(text: str, title: str) -> str:
@@ -135,20 +148,55 @@ def line_key(paragraph: str, title: str | None = None) -> int:
 
 def template_anchor(template: str) -> str:
     """The template's longest run between slots, trimmed of punctuation, if
-    it holds `_MIN_ANCHOR_LETTERS` letters; else the template."""
-    runs = [run.strip(_RUN_EDGES) for run in template.split(_SLOT)]
+    it holds `_MIN_ANCHOR_LETTERS` letters (`_letter_weight`); else the template."""
+    runs = [_RUN_EDGES.sub("", run) for run in template.split(_SLOT)]
     longest = max(runs, key=len)
-    if len(runs) > 1 and sum(1 for ch in longest if ch.isalpha()) >= _MIN_ANCHOR_LETTERS:
+    if len(runs) > 1 and _letter_weight(longest) >= _MIN_ANCHOR_LETTERS:
         return longest
     return template
 
 
-def edge_lines(body: str, config: BoilerplateConfig, title: str | None = None) -> dict[int, str]:
-    """The body's edge paragraphs that are candidates for furniture, by key."""
+def edge_lines(body: str, config: BoilerplateConfig, title: str | None = None, reach: int = 1) -> dict[int, str]:
+    """The body's edge paragraphs that are candidates for furniture, by key
+    (`reach` times as many at each edge: those that come to an edge once
+    furniture before them is taken off)."""
     paragraphs = [p for p in body.split("\n") if p.strip()]
-    n = config.edge_paragraphs
+    n = config.edge_paragraphs * reach
     edges = paragraphs if len(paragraphs) <= 2 * n else paragraphs[:n] + paragraphs[-n:]
     return {line_key(p, title): p for p in edges if config.min_chars <= len(p.strip()) <= config.max_chars}
+
+
+def strip_furniture(
+    body: str, text: str, title: str | None, config: BoilerplateConfig, rule_of: Callable[[int], str | None]
+) -> tuple[str, list[Marker]] | None:
+    """`body` without the edge paragraphs whose key `rule_of` gives a rule,
+    again and again as others come to the edge, and a marker for each; None
+    when none is taken off."""
+    markers: list[Marker] = []
+    while True:
+        edges = edge_lines(body, config, title)
+        stripped = without_furniture(body, text, {line: rule for key, line in edges.items() if (rule := rule_of(key))})
+        if stripped is None:
+            return (body, markers) if markers else None
+        body, found = stripped
+        markers += found
+
+
+def without_furniture(body: str, text: str, furniture: dict[str, str]) -> tuple[str, list[Marker]] | None:
+    """`body` without the paragraphs in `furniture` (paragraph -> rule), and
+    a marker for each (placed by its paragraph in the page's `text`); None
+    when none is there, or when nothing would be left (a page that is all
+    furniture keeps its text rather than vanish)."""
+    text_lines = text.split("\n")
+    kept, markers = [], []
+    for paragraph in body.split("\n"):
+        if paragraph in furniture:
+            position = text_lines.index(paragraph) if paragraph in text_lines else -1
+            markers.append(Marker(kind="boilerplate", rule=furniture[paragraph], text=paragraph, position=position))
+        else:
+            kept.append(paragraph)
+    stripped = "\n".join(kept).strip()
+    return (stripped, markers) if markers and stripped else None
 
 
 @dataclass
@@ -256,30 +304,25 @@ class HostLines:
         """Whether the line is furniture of some host."""
         return key in self._furniture_keys or key in self.learned_keys
 
-    def strip(self, cleaned: CleanedArticle, edges: dict[int, str]) -> CleanedArticle:
-        """The article without its host's learned furniture (unchanged if none);
-        `edges` is `edge_lines` of its body."""
+    def rule_for(self, host: str, key: int) -> str | None:
+        """The rule a line of this host is furniture by (the host's own, or
+        carried from another), None if it is not furniture."""
+        if self.is_furniture(host, key):
+            return RULE_ID
+        return CARRIED_RULE_ID if self.is_carried(key) else None
+
+    def strip(self, cleaned: CleanedArticle) -> CleanedArticle:
+        """The article without its host's learned furniture (unchanged if none).
+        The lines of its host looked up (`load`) are those of its `edge_lines`
+        with a `reach` of 2."""
         host = cleaned.article.host or ""
-        furniture = {}
-        for key, text in edges.items():
-            if self.is_furniture(host, key):
-                furniture[text] = RULE_ID
-            elif self.is_carried(key):
-                furniture[text] = CARRIED_RULE_ID
-        if not furniture:
+        stripped = strip_furniture(
+            cleaned.body, cleaned.article.text, cleaned.article.title, self.config, lambda key: self.rule_for(host, key)
+        )
+        if stripped is None:
             return cleaned
-        text_lines = cleaned.article.text.split("\n")
-        kept, markers = [], list(cleaned.markers)
-        for paragraph in cleaned.body.split("\n"):
-            if paragraph in furniture:
-                position = text_lines.index(paragraph) if paragraph in text_lines else -1
-                markers.append(Marker(kind="boilerplate", rule=furniture[paragraph], text=paragraph, position=position))
-            else:
-                kept.append(paragraph)
-        body = "\n".join(kept).strip()
-        if not body:  # a page that is all furniture keeps its text rather than vanish
-            return cleaned
-        return replace(cleaned, body=body, markers=tuple(sorted(markers, key=lambda m: m.position)))
+        body, markers = stripped
+        return replace(cleaned, body=body, markers=tuple(sorted([*cleaned.markers, *markers], key=lambda m: m.position)))
 
     def changed_rows(self) -> tuple[list[HostLineRow], list[HostLineRow]]:
         """Lines whose story list grew since the last call, as rows to store:

@@ -152,6 +152,30 @@ class Page:
 
 
 @dataclass(frozen=True)
+class StoredPage:
+    """What cleaning a stored page again needs of it."""
+
+    doc_id: int
+    host: str
+    title: str | None
+    text: str
+    body: str
+    adds_lines: bool
+
+
+@dataclass
+class CleanedAgain:
+    """A stored page cleaned of lines learned after it was stored: its new
+    body and signature, and the markers for the lines taken out."""
+
+    doc_id: int
+    body: str
+    signature: Signature
+    markers: list[Marker]
+    adds_lines: bool
+
+
+@dataclass(frozen=True)
 class Edge:
     """A verified near-duplicate pair (unordered until provenance directs it)."""
 
@@ -186,7 +210,7 @@ class Cluster:
 @dataclass(frozen=True)
 class ClusterEvent:
     cluster_id: int
-    kind: str  # created, grew, merged, original_changed
+    kind: str  # created, grew, merged, original_changed, cleaned_again
     detail: str
     other_cluster_id: int | None = None
 

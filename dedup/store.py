@@ -28,7 +28,19 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from dedup.models import Attribution, Cluster, ClusterEvent, FetchedPage, HostLineRow, Marker, Page, Repost, Similarity
+from dedup.models import (
+    Attribution,
+    CleanedAgain,
+    Cluster,
+    ClusterEvent,
+    FetchedPage,
+    HostLineRow,
+    Marker,
+    Page,
+    Repost,
+    Similarity,
+    StoredPage,
+)
 from dedup.provenance import Member
 
 
@@ -65,6 +77,8 @@ class BatchWrite:
     removed_clusters: list[int]  # clusters merged into others
     host_lines: list[HostLineRow] = field(default_factory=list)  # new
     host_lines_grown: list[HostLineRow] = field(default_factory=list)  # stored, with more stories
+    cleaned_again: list[CleanedAgain] = field(default_factory=list)  # stored pages cleaned of later-learned lines
+    pairs_again: dict[tuple[int, int], Similarity] = field(default_factory=dict)  # stored pairs measured again
 
 
 # run locks this process holds (see Store.exclusive_run)
@@ -503,15 +517,30 @@ class Store:
 
     def host_lines(self, keys: set[tuple[str, int]]) -> list[HostLineRow]:
         """Stored (host, line_key, text, story_doc_ids) rows for these keys."""
-        if not keys:
+        return [row for row in self.host_lines_of({k for _, k in keys}) if (row[0], row[1]) in keys]
+
+    def host_lines_of(self, line_keys: set[int]) -> list[HostLineRow]:
+        """Stored (host, line_key, text, story_doc_ids) rows with these line keys, of any host."""
+        if not line_keys:
             return []
         with self.connect() as con:
             # the rows found on the key column alone, then read whole
-            rowids = con.execute(
-                "SELECT rowid FROM host_lines WHERE line_key = ANY(?::BIGINT[])", [sorted({k for _, k in keys})]
-            ).fetchall()
+            rowids = con.execute("SELECT rowid FROM host_lines WHERE line_key = ANY(?::BIGINT[])", [sorted(line_keys)]).fetchall()
             rows = _rows_by_rowid(con, "host_lines", "host, line_key, text, story_doc_ids", [r for (r,) in rowids])
-        return [(h, k, t, list(d)) for h, k, t, d in rows if (h, k) in keys]
+        return [(h, k, t, list(d)) for h, k, t, d in rows]
+
+    def stored_pages(self, doc_ids: set[int]) -> list[StoredPage]:
+        """What cleaning these stored pages again needs of them."""
+        if not doc_ids:
+            return []
+        with self.connect() as con:
+            rows = _fetch_by_ids(
+                con,
+                "SELECT doc_id, host, title, text, body, adds_lines FROM documents WHERE doc_id IN ({ids})",
+                "documents",
+                doc_ids,
+            )
+        return [StoredPage(d, h or "", t, x or "", b or "", a) for d, h, t, x, b, a in rows]
 
     def host_line_numbers(self) -> np.ndarray:
         """Every host_lines row's (host, line_key) as one number, sorted: see `StoredLineKeys`."""
@@ -727,6 +756,7 @@ class Store:
                     ("run_id", "cluster_id", "kind", "detail", "other_cluster_id", "happened_at"),
                     [[batch.run_id, e.cluster_id, e.kind, e.detail, e.other_cluster_id, now] for e in batch.events],
                 )
+                self._write_cleaned_again(con, batch)
                 columns = ("host", "line_key", "text", "story_doc_ids")
                 _bulk_insert(con, "host_lines", columns, [list(row) for row in batch.host_lines])
                 _bulk_insert(
@@ -736,6 +766,38 @@ class Store:
             except Exception:
                 con.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    def _write_cleaned_again(con: duckdb.DuckDBPyConnection, batch: BatchWrite) -> None:
+        """Stored pages' new bodies, signatures and markers, and their pairs measured again."""
+        if not batch.cleaned_again:
+            return
+        _bulk_rows = pa.table(  # noqa: F841 - read by name
+            {
+                "doc_id": [c.doc_id for c in batch.cleaned_again],
+                "body": [c.body for c in batch.cleaned_again],
+                "n_shingles": [c.signature.n_shingles for c in batch.cleaned_again],
+                "minhash": pa.array([c.signature.hashvalues for c in batch.cleaned_again], type=pa.binary()),
+                "adds_lines": [c.adds_lines for c in batch.cleaned_again],
+            }
+        )
+        con.execute(
+            """UPDATE documents SET body = r.body, n_shingles = r.n_shingles, minhash = r.minhash, adds_lines = r.adds_lines
+               FROM _bulk_rows AS r WHERE documents.doc_id = r.doc_id"""
+        )
+        _bulk_insert(
+            con,
+            "markers",
+            ("doc_id", "kind", "rule", "text", "position", "marks_copy"),
+            [_marker_row(c.doc_id, m) for c in batch.cleaned_again for m in c.markers],
+        )
+        _bulk_insert(
+            con,
+            "similar_pairs",
+            ("doc_a", "doc_b", "jaccard", "a_in_b", "b_in_a", "run_id"),
+            [[a, b, s.jaccard, s.a_in_b, s.b_in_a, batch.run_id] for (a, b), s in batch.pairs_again.items()],
+            replacing=("doc_a", "doc_b"),
+        )
 
     @staticmethod
     def _insert_pages(con: duckdb.DuckDBPyConnection, batch: BatchWrite) -> None:

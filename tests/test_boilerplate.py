@@ -4,6 +4,7 @@ import duckdb
 
 from dedup.batch import Linker, Settings, prepare_pages
 from dedup.boilerplate import StoredLineKeys
+from dedup.fingerprint import fingerprint
 from dedup.store import Store, migrations
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
@@ -89,6 +90,31 @@ def test_a_note_seen_one_story_per_run_is_learned_across_runs(db_path):
     ingest(db_path, [quill_page(3, *stories[2])], run_name="run 3")
     assert host_line_rows(db_path, QUILL_NOTE) == [([1, 2, 3],)]
     assert QUILL_NOTE not in bodies(db_path)["https://quillpost.example/p/3"]
+
+
+def test_pages_stored_before_their_hosts_line_was_learned_are_cleaned_again(db_path):
+    stories = [("Canal drained", CANAL_STORY), ("Bread from the allotments", BAKERY_STORY), ("Market moves", MARKET_STORY)]
+    ingest(db_path, [quill_page(n, title, story) for n, (title, story) in enumerate(stories[:2], start=1)], "run 1")
+    first = bodies(db_path)
+    assert all(QUILL_NOTE in body for body in first.values())
+    ingest(db_path, [quill_page(3, *stories[2])], run_name="run 2")
+    later = bodies(db_path)
+    for url, body in first.items():
+        assert later[url] == body.replace("\n" + QUILL_NOTE, "")
+    assert [url for url, _, _ in learned_markers(db_path)] == [f"https://quillpost.example/p/{n}" for n in (1, 2, 3)]
+    con = duckdb.connect(db_path, read_only=True)
+    try:
+        stored = con.execute("SELECT body, n_shingles, minhash FROM documents ORDER BY doc_id").fetchall()
+        events = con.execute(
+            "SELECT e.kind, e.detail FROM cluster_events e JOIN runs r USING (run_id) WHERE r.kind = 'run 2' ORDER BY e.cluster_id"
+        ).fetchall()
+    finally:
+        con.close()
+    # the stored signature is the new body's
+    for body, n_shingles, minhash in stored:
+        signature = fingerprint(body, SETTINGS.fingerprint)
+        assert (n_shingles, minhash) == (signature.n_shingles, signature.hashvalues)
+    assert [kind for kind, _ in events].count("cleaned_again") == 2
 
 
 def test_a_hosts_line_is_stored_once_however_often_and_whenever_it_is_seen(db_path):
