@@ -47,7 +47,15 @@ from dedup.models import (
     Signature,
     Similarity,
 )
-from dedup.provenance import AggregatorHosts, ClusterState, Member, ProvenanceConfig, assign_pages, decide_clusters
+from dedup.provenance import (
+    AggregatorHosts,
+    ClusterState,
+    Member,
+    ProvenanceConfig,
+    assign_pages,
+    decide_clusters,
+    find_hubs,
+)
 from dedup.recent import RecentShingleSets
 from dedup.snapshot import Snapshot, StoredKeys
 from dedup.store import BatchWrite, Store, StoredNumbers
@@ -351,6 +359,11 @@ class Linker:
             known_pairs[(a, b)] = sim
             return sim
 
+        hubs = self._find_hubs(set(batch_index) | stored_neighbours, known_pairs, members, similarity_of)
+        for doc_id in hubs:
+            members[doc_id].hub = True
+            if doc_id in batch_index:
+                batch_index[doc_id].hub = True
         # a page that carries what its host adds to stories and is linked to
         # another site's page is an aggregator's copy, by behaviour; the batch's
         # pages count towards their hosts' copy share before its clusters are decided
@@ -390,6 +403,7 @@ class Linker:
                 host_lines_grown=grown_lines,
                 cleaned_again=list(again.values()),
                 pairs_again=pairs_again,
+                hubs=sorted(hubs - batch_index.keys()),
             )
         )
         self._snapshot_current = False
@@ -503,6 +517,23 @@ class Linker:
         for doc_id, other in zip(a[kept].tolist(), b[kept].tolist(), strict=True):
             plausible[doc_id].add(other)
         return plausible
+
+    def _find_hubs(
+        self,
+        doc_ids: set[int],
+        known_pairs: dict[tuple[int, int], Similarity],
+        members: dict[int, Member],
+        similarity_of: Callable[[int, int], Similarity],
+    ) -> set[int]:
+        """Those of these pages, not known as hubs yet, that hold several stories (`find_hubs`)."""
+        asked = {d for d in doc_ids if not members[d].hub}
+        pairs_of: dict[int, dict[int, Similarity]] = {}
+        for (a, b), sim in known_pairs.items():
+            if a in asked:
+                pairs_of.setdefault(a, {})[b] = sim
+            if b in asked:
+                pairs_of.setdefault(b, {})[a] = Similarity(sim.jaccard, sim.b_in_a, sim.a_in_b)
+        return find_hubs(sorted(asked), pairs_of, similarity_of, self.settings.provenance)
 
     def _note_added_lines(self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]) -> None:
         """Set `adds_lines` on the pages that carry a line (a marker other than

@@ -145,6 +145,8 @@ class Page:
     # the page carries a line (a marker other than a dateline) that none of
     # the pages of other sites it is linked to carries: an aggregator's copy
     adds_lines: bool = False
+    # the page holds several stories (a digest): see provenance.find_hubs
+    hub: bool = False
 
     @property
     def article(self) -> Article:

@@ -14,7 +14,7 @@ an earlier date helps but never decides alone; the first seen breaks ties.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
@@ -38,6 +38,13 @@ class ProvenanceConfig:
     weight_attribution: float = 3.0
     weight_containment: float = 2.0
     weight_earliest_date: float = 1.0
+    # A page is a hub (a digest, a live blog, a topic page) when two pages
+    # linked to it have this share of their text in it, it has less than
+    # this share of its text in either, and the two share less than
+    # `hub_story_overlap` of each other's text (two stories, not a story and
+    # its copy).
+    hub_part_share: float = 0.5
+    hub_story_overlap: float = 0.3
 
 
 @dataclass
@@ -58,6 +65,8 @@ class Member:
     site_name: str | None = None
     # carries lines that its host adds to other sites' stories (Page.adds_lines)
     adds_lines: bool = False
+    # holds several stories (find_hubs)
+    hub: bool = False
 
 
 SimilarityOf = Callable[[int, int], Similarity]
@@ -222,7 +231,7 @@ def choose_original(
         return Decision(only.doc_id, 0.5, "single page, no copies found")
     marked = _marked_copies(members)
     copies = [m for m in members if m.doc_id in marked or m.adds_lines]
-    candidates = [m for m in members if not (m.doc_id in marked or m.adds_lines or aggregators.holds(m))]
+    candidates = [m for m in members if not (m.doc_id in marked or m.adds_lines or m.hub or aggregators.holds(m))]
     votes: Counter[int] = Counter()
     vote_kinds: dict[int, set[str]] = {}
     for member in members:
@@ -290,10 +299,30 @@ def _marked_copies(members: list[Member]) -> set[int]:
 
 
 def centre_of(decision: Decision, members: list[Member]) -> int:
-    """The page a cluster is matched against: its original, else its largest page."""
+    """The page a cluster is matched against: its original, else its largest
+    page that is not a hub (unless all are)."""
     if decision.original_doc_id is not None:
         return decision.original_doc_id
-    return max(members, key=lambda m: (m.n_shingles, -m.doc_id)).doc_id
+    return max(members, key=lambda m: (not m.hub, m.n_shingles, -m.doc_id)).doc_id
+
+
+def find_hubs(doc_ids: Iterable[int], pairs_of: dict[int, dict[int, Similarity]], similarity_of: SimilarityOf, config: ProvenanceConfig) -> set[int]:
+    """Those of these pages that hold several stories: two of the pages
+    linked to them (`pairs_of[doc_id]`: other -> Similarity(jaccard, share
+    of doc_id in other, share of other in doc_id)) are mostly in the page,
+    the page is not mostly in them, and they are not copies of each other."""
+    hubs = set()
+    for doc_id in doc_ids:
+        parts = sorted(
+            other
+            for other, sim in pairs_of.get(doc_id, {}).items()
+            if sim.b_in_a >= config.hub_part_share and sim.a_in_b < config.hub_part_share
+        )
+        if any(
+            _strength(similarity_of(a, b)) < config.hub_story_overlap for i, a in enumerate(parts) for b in parts[i + 1 :]
+        ):
+            hubs.add(doc_id)
+    return hubs
 
 
 def _share_in(part: Member, whole: Member, similarity_of: SimilarityOf) -> float:
@@ -407,15 +436,21 @@ def assign_pages(
             centre_cache[cluster_id] = centre_of(decision, member_list)
         return centre_cache[cluster_id]
 
-    order = sorted(new_ids, key=lambda d: (state.members[d].marks_copy, -state.members[d].n_shingles, d))
+    # hubs go last, and join the cluster of the story they hold most of; no page joins through a hub
+    order = sorted(new_ids, key=lambda d: (state.members[d].hub, state.members[d].marks_copy, -state.members[d].n_shingles, d))
     for doc_id in order:
         member = state.members[doc_id]
         linked = {
             other: sim
             for other, sim in neighbours.get(doc_id, {}).items()
-            if state.members.get(other) is not None and state.members[other].cluster_id is not None
+            if state.members.get(other) is not None
+            and state.members[other].cluster_id is not None
+            and (member.hub or not state.members[other].hub)
         }
-        target = _pick_cluster(doc_id, linked, state, centre, config)
+        if member.hub:
+            target = state.members[max(linked, key=lambda o: (linked[o].b_in_a, -o))].cluster_id if linked else None
+        else:
+            target = _pick_cluster(doc_id, linked, state, centre, config)
         if target is None:
             target = doc_id  # a new cluster takes its founding page's id
             state.cluster_members[target] = []

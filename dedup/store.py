@@ -79,6 +79,7 @@ class BatchWrite:
     host_lines_grown: list[HostLineRow] = field(default_factory=list)  # stored, with more stories
     cleaned_again: list[CleanedAgain] = field(default_factory=list)  # stored pages cleaned of later-learned lines
     pairs_again: dict[tuple[int, int], Similarity] = field(default_factory=dict)  # stored pairs measured again
+    hubs: list[int] = field(default_factory=list)  # stored pages found to hold several stories
 
 
 # run locks this process holds (see Store.exclusive_run)
@@ -586,8 +587,8 @@ class Store:
         with self.connect() as con:
             rows = _fetch_by_ids(
                 con,
-                "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines"
-                " FROM documents WHERE cluster_id IN ({ids})",
+                "SELECT doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines,"
+                " hub FROM documents WHERE cluster_id IN ({ids})",
                 "documents",
                 cluster_ids,
             )
@@ -627,8 +628,9 @@ class Store:
                 cluster_id=cluster_id,
                 site_name=site_name,
                 adds_lines=adds_lines,
+                hub=hub,
             )
-            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines in rows
+            for doc_id, url, host, n_shingles, marks_copy, published_at, run_id, cluster_id, site_name, adds_lines, hub in rows
         ]
 
     def bodies(self, doc_ids: set[int]) -> dict[int, str]:
@@ -700,6 +702,8 @@ class Store:
                     ("doc_a", "doc_b", "jaccard", "a_in_b", "b_in_a", "run_id"),
                     [[a, b, s.jaccard, s.a_in_b, s.b_in_a, batch.run_id] for (a, b), s in batch.pairs.items()],
                 )
+                if batch.hubs:
+                    con.execute("UPDATE documents SET hub = true WHERE doc_id = ANY(?::BIGINT[])", [batch.hubs])
                 if batch.moved:
                     con.executemany(
                         "UPDATE documents SET cluster_id = ? WHERE doc_id = ?",
@@ -826,6 +830,7 @@ class Store:
                     page.signature.hashvalues,
                     page.cleaned.marks_copy,
                     page.adds_lines,
+                    page.hub,
                     page.cluster_id,
                     batch.run_id,
                     article.source,
@@ -865,8 +870,8 @@ def _bulk_insert(
 
 DOCUMENT_COLUMNS = (
     "doc_id", "url", "final_url", "canonical_url", "og_url", "host", "site_name", "title", "author", "published_at",
-    "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "marks_copy", "adds_lines", "cluster_id", "run_id",
-    "source",
+    "fetched_at", "lang", "text", "body", "n_shingles", "minhash", "marks_copy", "adds_lines", "hub", "cluster_id",
+    "run_id", "source",
 )  # fmt: skip
 
 

@@ -4,14 +4,17 @@ here is written for these tests."""
 
 from datetime import datetime
 
-from dedup.batch import Settings
+import duckdb
+
+from dedup.batch import Linker, Settings, prepare_pages
 from dedup.boilerplate import line_key, line_template
 from dedup.clean import CleanConfig, rules_for, strip_markers
 from dedup.extract import ExtractConfig, extract_article
 from dedup.models import Article, Attribution, Similarity
 from dedup.provenance import AggregatorHosts, Member, ProvenanceConfig, choose_original
+from dedup.store import Store
 from flows.pipeline import default_settings
-from tests.pages import CANAL_STORY, fetched
+from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 
 CONFIG = CleanConfig()
 PROVENANCE = ProvenanceConfig()
@@ -176,3 +179,39 @@ def test_the_rule_free_mode_has_no_rules(monkeypatch):
     monkeypatch.setenv("REPOSTS_RULES", "none")
     assert not default_settings().clean.rules.rules
     assert [r.id for r in default_settings("default").clean.rules.rules] == [r.id for r in Settings().clean.rules.rules]
+
+
+def stored_clusters(db, pages):
+    store = Store(db)
+    store.migrate()
+    settings = Settings()
+    store.check_signature_params(settings.fingerprint.params())
+    Linker(store, settings).link_batch(store.start_run("test", None, {}), prepare_pages(pages, settings))
+    con = duckdb.connect(db, read_only=True)
+    try:
+        cluster_of = dict(con.execute("SELECT url, cluster_id FROM documents").fetchall())
+        originals = {u for (u,) in con.execute("SELECT d.url FROM clusters c JOIN documents d ON d.doc_id = c.original_doc_id").fetchall()}
+    finally:
+        con.close()
+    return cluster_of, originals
+
+
+def test_a_digest_of_several_stories_joins_one_and_glues_none(db_path):
+    digest = [*CANAL_STORY, *BAKERY_STORY, *MARKET_STORY]
+    pages = [
+        fetched("https://harbor.example/canal", article_html("Canal drained", CANAL_STORY)),
+        fetched("https://mill.example/bread", article_html("Bread from the allotments", BAKERY_STORY)),
+        fetched("https://relay.example/canal", article_html("Canal drained", CANAL_STORY[:4])),
+        fetched("https://today.example/digest", article_html("The day in town", digest)),
+    ]
+    cluster_of, originals = stored_clusters(db_path, pages)
+    # the two stories stay apart, the copy joins its story
+    assert cluster_of["https://harbor.example/canal"] != cluster_of["https://mill.example/bread"]
+    assert cluster_of["https://relay.example/canal"] == cluster_of["https://harbor.example/canal"]
+    # the digest joins one of them, and is nobody's original
+    assert cluster_of["https://today.example/digest"] in {cluster_of["https://harbor.example/canal"], cluster_of["https://mill.example/bread"]}
+    assert "https://today.example/digest" not in originals
+    assert {"https://harbor.example/canal", "https://mill.example/bread"} <= originals
+    # a story that comes later does not join through the digest either
+    later, _ = stored_clusters(db_path, [fetched("https://market.example/move", article_html("Market moves", MARKET_STORY))])
+    assert later["https://market.example/move"] not in {later["https://harbor.example/canal"], later["https://mill.example/bread"]}
