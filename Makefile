@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services ui lint bench clean
+.PHONY: run test services ui lint bench quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/stages.py
 	$(BIN)/python benchmarks/ingest_vs_extract.py
+
+# the labelled corpora of ../shared/repostbench (not part of this repo)
+quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal reposts.duckdb.lsh reposts.duckdb.shingles reposts.duckdb.snapshot reposts.duckdb.waiting reposts.duckdb.run-lock

@@ -1,0 +1,131 @@
+"""Quality on the labelled corpora of ../shared/repostbench, in one command.
+
+    python benchmarks/quality.py [--shared DIR] [--record]   # `make quality`
+
+Ingests each corpus into a new database in a temporary folder with the
+`reposts` command, as a user would, and scores it with the corpus's own
+script, through the public SQL interface:
+
+- dev and dev2 with the rules on, and with `REPOSTS_RULES=none` (what the
+  pipeline learns, alone): `score.py`;
+- wire-dev's census and spotify sets: `wire_score.py score`;
+- the real sentences of `markers-dev.jsonl`: `benchmarks/real_markers.py`.
+
+Prints the rows of the quality tables of benchmarks/RESULTS.md; with
+`--record` writes them there too, newest first, with the date and the
+commit measured (a commit with uncommitted changes is marked "+").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+REPOSTS = Path(sys.executable).with_name("reposts")
+
+# (label, corpus folder, REPOSTS_RULES)
+LABELLED = [("dev", "dev", "default"), ("dev2", "dev2", "default"), ("dev, rules none", "dev", "none"), ("dev2, rules none", "dev2", "none")]
+WIRE = ["census", "spotify"]
+
+QUALITY_HEADER = "| date | commit | corpus | pair_f1 | provenance | originals | honesty | residue | false_strip | own_credit | body_f1 | impure |"
+WIRE_HEADER = "| date | commit | wire-dev set | wire_honesty | wire_credited | false_originals | silver pair recall / precision |"
+MARKERS_HEADER = "| date | commit | markers found (rules / learned / either) | negatives kept (rules / in copies / both) |"
+
+
+def ingest(warc: Path, db: Path, rules: str) -> None:
+    env = {**os.environ, "REPOSTS_RULES": rules, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    subprocess.run([str(REPOSTS), "--db", str(db), "ingest", str(warc)], env=env, check=True, capture_output=True)
+
+
+def score(script: Path, *args: str) -> dict:
+    out = subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+
+
+def commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
+    return (head or "-") + ("+" if dirty.strip() else "")
+
+
+def _figure(metrics: dict, name: str, digits: int = 3) -> str:
+    value = metrics.get(name)
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+def measure(shared: Path) -> tuple[list[str], list[str], list[str]]:
+    stamp = f"| {date.today().isoformat()} | {commit()} |"
+    quality, wire = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for label, corpus, rules in LABELLED:
+            db = Path(folder) / f"{corpus}-{rules}.duckdb"
+            ingest(shared / corpus / "pages.warc.gz", db, rules)
+            m = score(shared / "score.py", "--db", str(db), "--labels", str(shared / corpus / "labels.jsonl"))
+            figures = [
+                _figure(m, n)
+                for n in (
+                    "pair_f1", "provenance_accuracy", "originals_identified", "absent_original_honesty", "disclaimer_residue",
+                    "false_strip", "own_credit_provenance", "body_f1", "impure_clusters",
+                )
+            ]  # fmt: skip
+            quality.append(f"{stamp} {label} | {' | '.join(figures)} |")
+        for name in WIRE:
+            db = Path(folder) / f"{name}.duckdb"
+            ingest(shared / "wire-dev" / name / "pages.warc.gz", db, "default")
+            labels = shared / "wire-dev" / name / "labels.jsonl"
+            m = score(shared / "wire_score.py", "score", "--db", str(db), "--labels", str(labels))
+            recall = f"{_figure(m, 'silver_pair_recall')} / {_figure(m, 'silver_pair_precision')}"
+            wire.append(
+                f"{stamp} {name} | {_figure(m, 'wire_honesty')} | {_figure(m, 'wire_credited')} | {_figure(m, 'false_originals')} | {recall} |"
+            )
+    found = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "real_markers.py"), str(shared / "markers-dev.jsonl")],
+        capture_output=True, text=True, cwd=ROOT,
+    ).stdout  # fmt: skip
+    totals = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:7]] for line in found.splitlines() if "| all |" in line}
+    markers, negatives = totals["markers found"], totals["negatives kept"]
+    markers_row = (
+        f"{stamp} {markers[1]} / {markers[2]} / {markers[3]} of {markers[0]} | {negatives[1]} / {negatives[2]} / {negatives[3]} of {negatives[0]} |"
+    )
+    return quality, wire, [markers_row]
+
+
+def record(rows_by_header: dict[str, list[str]]) -> None:
+    """Put the rows under their table's header and separator line in RESULTS.md."""
+    lines = RESULTS.read_text(encoding="utf-8").splitlines()
+    for header, rows in rows_by_header.items():
+        at = lines.index(header) + 2  # below the header and its |---| line
+        lines[at:at] = rows
+    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "repostbench", help="the repostbench folder")
+    parser.add_argument("--record", action="store_true", help="write the rows into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    if not (args.shared / "score.py").exists():
+        print(f"{args.shared}: no repostbench corpora here", file=sys.stderr)
+        return 2
+    quality, wire, markers = measure(args.shared)
+    for header, rows in ((QUALITY_HEADER, quality), (WIRE_HEADER, wire), (MARKERS_HEADER, markers)):
+        print(header)
+        print("\n".join(rows))
+    if args.record:
+        record({QUALITY_HEADER: quality, WIRE_HEADER: wire, MARKERS_HEADER: markers})
+        print(f"recorded in {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
