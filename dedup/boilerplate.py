@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 import numpy as np
 
@@ -125,6 +126,9 @@ def _without_title(text: str, title: str) -> str:
     for _ in range(2):
         if len(title) < _MIN_TITLE_CHARS:
             return text
+        # (most lines share no part of the title: a quick look at each of its pieces first)
+        if not any(title[i : i + _MIN_TITLE_CHARS] in text for i in range(len(title) - _MIN_TITLE_CHARS + 1)):
+            return text
         match = SequenceMatcher(None, text, title, autojunk=False).find_longest_match(0, len(text), 0, len(title))
         if match.size < _MIN_TITLE_CHARS:
             return text
@@ -133,6 +137,7 @@ def _without_title(text: str, title: str) -> str:
     return text
 
 
+@lru_cache(maxsize=1 << 14)
 def line_key(paragraph: str, title: str | None = None) -> int:
     """A stable 63-bit key for a paragraph: of its template (`line_template`),
     so that one host's line filled in with each page's own title, link, year
