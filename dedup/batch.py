@@ -43,6 +43,7 @@ from dedup.models import (
     FetchedPage,
     HostLineRow,
     Marker,
+    Member,
     Page,
     Signature,
     Similarity,
@@ -50,7 +51,6 @@ from dedup.models import (
 from dedup.provenance import (
     AggregatorHosts,
     ClusterState,
-    Member,
     ProvenanceConfig,
     assign_pages,
     decide_clusters,

@@ -153,6 +153,28 @@ class Page:
         return self.cleaned.article
 
 
+@dataclass
+class Member:
+    """What provenance needs to know about one page."""
+
+    doc_id: int
+    url: str
+    host: str
+    n_shingles: int
+    marks_copy: bool
+    published_at: datetime | None = None
+    first_seen_run: int = 0
+    copy_marker_texts: tuple[str, ...] = ()
+    credit_texts: tuple[str, ...] = ()  # those of the copy markers that are credits
+    attributions: tuple[Attribution, ...] = ()
+    cluster_id: int | None = None
+    site_name: str | None = None
+    # carries lines that its host adds to other sites' stories (Page.adds_lines)
+    adds_lines: bool = False
+    # holds several stories (find_hubs)
+    hub: bool = False
+
+
 @dataclass(frozen=True)
 class StoredPage:
     """What cleaning a stored page again needs of it."""

@@ -16,12 +16,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from functools import lru_cache
 
 from dedup.clean import fold, site_key
 from dedup.extract import host_of
-from dedup.models import Attribution, Cluster, ClusterEvent, Repost, Similarity
+from dedup.models import Attribution, Cluster, ClusterEvent, Member, Repost, Similarity
 
 
 @dataclass(frozen=True)
@@ -45,28 +44,6 @@ class ProvenanceConfig:
     # its copy).
     hub_part_share: float = 0.5
     hub_story_overlap: float = 0.3
-
-
-@dataclass
-class Member:
-    """What provenance needs to know about one page."""
-
-    doc_id: int
-    url: str
-    host: str
-    n_shingles: int
-    marks_copy: bool
-    published_at: datetime | None = None
-    first_seen_run: int = 0
-    copy_marker_texts: tuple[str, ...] = ()
-    credit_texts: tuple[str, ...] = ()  # those of the copy markers that are credits
-    attributions: tuple[Attribution, ...] = ()
-    cluster_id: int | None = None
-    site_name: str | None = None
-    # carries lines that its host adds to other sites' stories (Page.adds_lines)
-    adds_lines: bool = False
-    # holds several stories (find_hubs)
-    hub: bool = False
 
 
 SimilarityOf = Callable[[int, int], Similarity]

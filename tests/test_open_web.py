@@ -10,8 +10,8 @@ from dedup.batch import Linker, Settings, prepare_pages
 from dedup.boilerplate import line_key, line_template
 from dedup.clean import CleanConfig, rules_for, strip_markers
 from dedup.extract import ExtractConfig, extract_article
-from dedup.models import Article, Attribution, Similarity
-from dedup.provenance import AggregatorHosts, Member, ProvenanceConfig, choose_original
+from dedup.models import Article, Attribution, Member, Similarity
+from dedup.provenance import AggregatorHosts, ProvenanceConfig, choose_original
 from dedup.store import Store
 from flows.pipeline import default_settings
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched

@@ -839,7 +839,8 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
     run's writing connection attaches it)."""
     import duckdb
 
-    from dedup.store import _fetch_by_ids, _fetch_by_ids_concurrently, _id_queries, _open_writer
+    from dedup.store.connection import _open_writer
+    from dedup.store.ids import fetch_by_ids, fetch_by_ids_concurrently, id_queries
 
     path = tmp_path / "ids.duckdb"
     con = duckdb.connect(str(path))
@@ -847,15 +848,15 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
     con.execute("INSERT INTO pages SELECT i, 'w' || i FROM range(1, 100_001) r(i)")
     wanted = set(range(7, 7 + 3 * n_ids, 3)) | ({200_000} if n_ids else set())  # one id the table lacks
     sql = "SELECT doc_id, word FROM pages WHERE doc_id IN ({ids})"
-    queries = list(_id_queries(con, sql, "pages", wanted))
+    queries = list(id_queries(con, sql, "pages", wanted))
     assert [bool(params) for _, params in queries] == ([True] if as_list else [False] * max(1, math.ceil(len(wanted) / 2048)))
     expected = [(i, f"w{i}") for i in sorted(wanted) if i <= 100_000]
-    assert sorted(_fetch_by_ids(con, sql, "pages", wanted)) == expected
-    assert sorted(_fetch_by_ids_concurrently(con, sql, "pages", wanted)) == expected
+    assert sorted(fetch_by_ids(con, sql, "pages", wanted)) == expected
+    assert sorted(fetch_by_ids_concurrently(con, sql, "pages", wanted)) == expected
     con.close()
     attached = _open_writer(path, {})
     try:
-        assert sorted(_fetch_by_ids_concurrently(attached, sql, "pages", wanted)) == expected
+        assert sorted(fetch_by_ids_concurrently(attached, sql, "pages", wanted)) == expected
     finally:
         attached.close()
 
@@ -863,8 +864,8 @@ def test_id_lookups_find_the_same_rows_with_literals_and_with_a_list(tmp_path, n
 def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, monkeypatch):
     """The Store's lookups, over one connection, for ids that go as a list
     (many, a large share of the table) and as literals (the share rule off)."""
-    from dedup import store as store_module
     from dedup.store import Store
+    from dedup.store import ids as ids_module
 
     store = Store(tmp_path / "ids.duckdb")
     store.migrate()
@@ -888,7 +889,7 @@ def test_a_stores_lookups_answer_the_same_as_a_list_and_as_literals(tmp_path, mo
             )
 
     as_list = lookups()
-    monkeypatch.setattr(store_module, "LIST_LOOKUP_MIN_IDS", 10**9)
+    monkeypatch.setattr(ids_module, "LIST_LOOKUP_MIN_IDS", 10**9)
     as_literals = lookups()
     assert as_list == as_literals
     (doc_ids, matrix, sizes), bodies, clusters, members = as_list
@@ -901,8 +902,8 @@ def test_the_store_finds_which_urls_it_holds_whatever_their_characters(tmp_path,
     """Each URL is a parameter (quotes, question marks and non-ASCII need no
     escaping), in as many queries as the index lookup's limit asks, or all in
     one list (many URLs, a large share of the table)."""
-    from dedup import store as store_module
     from dedup.store import Store
+    from dedup.store import ids as ids_module
 
     store = Store(tmp_path / "urls.duckdb")
     store.migrate()
@@ -915,9 +916,9 @@ def test_the_store_finds_which_urls_it_holds_whatever_their_characters(tmp_path,
         )
     asked = held[::2] + ["https://a.example/its?q=1&r=2", "https://b.example/cafe/?", "'", "?"]
     assert store.stored_urls(asked) == set(held[::2])
-    monkeypatch.setattr(store_module, "INDEX_LOOKUP_IDS", 3)
+    monkeypatch.setattr(ids_module, "INDEX_LOOKUP_IDS", 3)
     assert store.stored_urls(asked) == set(held[::2])
-    monkeypatch.setattr(store_module, "LIST_LOOKUP_MIN_IDS", 0)
+    monkeypatch.setattr(ids_module, "LIST_LOOKUP_MIN_IDS", 0)
     assert store.stored_urls(asked) == set(held[::2])
     assert store.stored_urls([]) == set()
 
@@ -971,8 +972,9 @@ def test_writer_starts_new_row_groups_past_the_bound(tmp_path, monkeypatch):
     import duckdb
 
     from dedup import store as store_module
+    from dedup.store import connection as connection_module
 
-    monkeypatch.setattr(store_module, "ROW_GROUP_ROWS", 2048)
+    monkeypatch.setattr(connection_module, "ROW_GROUP_ROWS", 2048)
     store = store_module.Store(tmp_path / "rg.duckdb")
     store.migrate()
     for start in range(0, 6000, 200):
