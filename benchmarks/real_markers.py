@@ -34,8 +34,9 @@ from pathlib import Path
 
 import duckdb
 
-from dedup.batch import Linker, Settings, prepare_pages
+from dedup.batch import Settings, prepare_pages
 from dedup.clean import CleanConfig, fold, rules_for, strip_markers
+from dedup.linker import Linker
 from dedup.models import Article, FetchedPage
 from dedup.store import Store
 

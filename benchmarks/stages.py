@@ -44,9 +44,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.corpus import CACHE, corpus_file, read_chunks  # noqa: E402
-from dedup.batch import Linker, Prepared, PreparedBatch, Settings, open_store  # noqa: E402
+from dedup.batch import Prepared, PreparedBatch, Settings, open_store  # noqa: E402
 from dedup.fingerprint import fingerprints, shingle_strings  # noqa: E402
 from dedup.link import CandidateIndex  # noqa: E402
+from dedup.linker import Linker  # noqa: E402
 from dedup.models import Article, CleanedArticle, FetchedPage  # noqa: E402
 from dedup.store import Store  # noqa: E402
 

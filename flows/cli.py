@@ -105,7 +105,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UserError(f"no such WARC file: {path}")
     with _local_prefect() as api:  # first: the server starts while this process imports the stages
-        from dedup.batch import prepare_warcs_ahead, run_description
+        from dedup.ahead import prepare_warcs_ahead
+        from dedup.batch import run_description
         from dedup.store import Store
 
         db, settings, warcs = _db_path(args), _settings(args), list(args.warc)

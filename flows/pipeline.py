@@ -20,20 +20,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
 
-from dedup.batch import (
-    BatchStats,
-    Linker,
-    PreparedAhead,
-    PreparedBatch,
-    Settings,
-    batches_of,
-    open_store,
-    prepare_warcs_ahead,
-    run_description,
-)
+from dedup.ahead import PreparedAhead, prepare_warcs_ahead
+from dedup.batch import BatchStats, PreparedBatch, Settings, batches_of, open_store, run_description
 from dedup.clean import CleanConfig, rules_for
 from dedup.discover import Discovered, Source
 from dedup.fetch import Fetcher
+from dedup.linker import Linker
 from dedup.models import FetchedPage
 from dedup.store import Store
 from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name

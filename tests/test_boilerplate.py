@@ -2,9 +2,10 @@
 
 import duckdb
 
-from dedup.batch import Linker, Settings, prepare_pages
+from dedup.batch import Settings, prepare_pages
 from dedup.boilerplate import StoredLineKeys
 from dedup.fingerprint import fingerprint
+from dedup.linker import Linker
 from dedup.store import Store, migrations
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, article_html, fetched
 

@@ -21,7 +21,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 INGEST_AND_REPORT = """
 import json, subprocess, sys
 spawned = []  # at each process started: which of the stages' modules were imported by then?
-STAGES = ("dedup.batch", "dedup.store", "dedup.archive", "dedup.clean", "duckdb", "trafilatura")
+STAGES = ("dedup.batch", "dedup.ahead", "dedup.linker", "dedup.store", "dedup.archive", "dedup.clean", "duckdb", "trafilatura")
 popen = subprocess.Popen.__init__
 def noting(self, *args, **kwargs):
     spawned.append([m for m in STAGES if m in sys.modules])

@@ -6,10 +6,11 @@ from datetime import datetime
 
 import duckdb
 
-from dedup.batch import Linker, Settings, prepare_pages
+from dedup.batch import Settings, prepare_pages
 from dedup.boilerplate import line_key, line_template
 from dedup.clean import CleanConfig, rules_for, strip_markers
 from dedup.extract import ExtractConfig, extract_article
+from dedup.linker import Linker
 from dedup.models import Article, Attribution, Member, Similarity
 from dedup.provenance import AggregatorHosts, ProvenanceConfig, choose_original
 from dedup.store import Store

@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import duckdb
 
-from dedup.batch import Linker, Settings, prepare_pages
+from dedup.batch import Settings, prepare_pages
+from dedup.linker import Linker
 from dedup.store import Store
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, ZH_DISCLAIMER, article_html, fetched
 

@@ -23,8 +23,9 @@ from trafilatura.utils import load_html
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from dedup.ahead import PendingBatch, PreparedAhead, _set_up_worker
 from dedup.archive import ArchiveError, read_warc
-from dedup.batch import Linker, PendingBatch, PreparedAhead, Settings, _set_up_worker, open_store, prepare_pages
+from dedup.batch import Settings, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
     FingerprintConfig,
@@ -46,6 +47,7 @@ from dedup.link import (
     plausible_duplicates,
     similarity,
 )
+from dedup.linker import Linker
 from dedup.models import Page
 from dedup.provenance import AggregatorHosts
 from dedup.recent import RecentShingleSets
@@ -403,7 +405,7 @@ def test_the_linker_verifies_a_stored_candidate_only_if_its_signature_agrees_eno
     copy = prepare_pages([fetched("https://relay.example/canal", article_html("Canal", CANAL_STORY))], settings)
     bakery_id = 2
     page = Page(doc_id=3, cleaned=copy.prepared[0].cleaned, signature=copy.prepared[0].signature)
-    linker._note_sizes([page])
+    linker.known.note_sizes([page])
     found = linker._candidates([page])
     assert found.of(0)[1] > 50 and found.of(0)[3] == LINK.lsh_bands  # the original, and the page itself
     # with the bakery page sharing one band by chance
@@ -587,10 +589,10 @@ def test_the_linker_keeps_each_hosts_page_counts_as_the_database_has_them(tmp_pa
         run_id, prepare_pages(relay[:2] + [fetched("https://paper.example/canal", article_html("Canal", CANAL_STORY))], settings)
     )
     linker.link_batch(run_id, prepare_pages(relay[2:], settings))
-    assert linker._host_pages == store.host_page_counts() == {"relay.example": (3, 3), "paper.example": (1, 0)}
-    assert AggregatorHosts(linker._host_pages, settings.provenance).hosts() == {"relay.example"}
+    assert linker.known.host_pages == store.host_page_counts() == {"relay.example": (3, 3), "paper.example": (1, 0)}
+    assert AggregatorHosts(linker.known.host_pages, settings.provenance).hosts() == {"relay.example"}
     # a later run starts from the stored counts
-    assert Linker(store, settings)._host_pages == linker._host_pages
+    assert Linker(store, settings).known.host_pages == linker.known.host_pages
 
 
 def test_saved_shingle_sets_come_back_as_saved_and_keep_only_the_latest(tmp_path):
@@ -701,9 +703,10 @@ def assert_holds_what_is_stored(linker, store):
     doc_ids, n_shingles = Store.shingle_counts(store)
     sizes = np.full(int(doc_ids.max(initial=0)) + 1, -1, dtype=np.int64)
     sizes[doc_ids] = n_shingles
-    assert np.array_equal(linker._sizes[: linker._next_id], sizes)
-    assert np.array_equal(linker._stored_urls.all(), Store.url_numbers(store))
-    assert np.array_equal(linker._stored_lines.all(), Store.host_line_numbers(store))
+    known = linker.known
+    assert np.array_equal(known.sizes[: known.next_id], sizes)
+    assert np.array_equal(known._urls.all(), Store.url_numbers(store))
+    assert np.array_equal(known._lines.all(), Store.host_line_numbers(store))
 
 
 def test_a_run_starts_from_what_the_last_run_saved_only_while_the_database_is_as_it_left_it(tmp_path):
@@ -798,7 +801,7 @@ def test_a_database_put_back_from_a_copy_uses_none_of_the_saved_tables_and_sets_
     shutil.copy(tmp_path / "copy.duckdb", store.path)
     run([market], save=False)  # doc 2 again, another page, and the run dies before saving
     last = run([market_copy])
-    assert last.recent.get([2]) == {}  # the bakery page's set is not taken for doc 2's
+    assert last.known.recent.get([2]) == {}  # the bakery page's set is not taken for doc 2's
     rows = {url: (cluster_id, original, source) for url, cluster_id, original, source, *_ in linked_rows(store)}
     market_id = 2
     assert rows["https://relay.example/market"] == (rows["https://paper.example/market"][0], market_id, market_id)
@@ -961,7 +964,7 @@ def test_a_new_url_whose_number_a_stored_url_has_is_still_stored(tmp_path):
     page = fetched("https://canal.example/drain", article_html("Canal drained", CANAL_STORY))
     linker = Linker(store, settings)
     number = store.text_hashes({page.url})[page.url]
-    linker._stored_urls = StoredNumbers(np.array([number], dtype=np.uint64))  # as if a stored URL had its number
+    linker.known._urls = StoredNumbers(np.array([number], dtype=np.uint64))  # as if a stored URL had its number
     assert linker.link_batch(run_id, prepare_pages([page], settings)).pages == 1
     assert linker.link_batch(run_id, prepare_pages([page], settings)).pages == 0
 

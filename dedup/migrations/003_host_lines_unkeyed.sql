@@ -4,7 +4,7 @@
 -- was most of what storing a batch's lines cost. A (host, line_key) pair is
 -- still stored once: the linker reads the stored rows of every key a batch
 -- carries before it writes, and stores those it did not find as new rows
--- and the others in place of the stored ones (dedup/batch.py); the run lock
+-- and the others in place of the stored ones (dedup/linker.py); the run lock
 -- makes it the only writer.
 ALTER TABLE host_lines RENAME TO host_lines_keyed;
 CREATE TABLE host_lines (
