@@ -1,6 +1,6 @@
 """Whole-pipeline WARC ingest against trafilatura's extraction alone, in one run.
 
-    python benchmarks/ingest_vs_extract.py [WARC] [--copies N] [--rounds N]
+    python benchmarks/ingest_vs_extract.py [WARC] [--copies N] [--rounds N] [--record]
 
 The pages are the WARC's HTML responses (default: the dev corpus,
 ../shared/repostbench/dev/pages.warc.gz), repeated `--copies` times under
@@ -52,11 +52,14 @@ from warcio.warcwriter import WARCWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results import record, row  # noqa: E402
+
 from dedup.archive import read_warc  # noqa: E402
 from dedup.extract import ExtractConfig, trafilatura_options  # noqa: E402
 from flows.local_api import free_port  # noqa: E402
 from flows.ui import LocalPrefect  # noqa: E402
 
+RESULTS_HEADER = "| date | commit | machine | rounds | ratio | CPU ratio | on a running server | one page |"
 DEFAULT_WARC = Path(__file__).resolve().parents[1].parent / "shared" / "repostbench" / "dev" / "pages.warc.gz"
 
 
@@ -131,6 +134,7 @@ def main() -> int:
     parser.add_argument("warc", nargs="?", type=Path, default=DEFAULT_WARC)
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--record", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     args = parser.parse_args()
     if not args.warc.is_file():
         print(f"no WARC file at {args.warc}; pass one as the first argument", file=sys.stderr)
@@ -181,6 +185,21 @@ def main() -> int:
     print(f"reposts ingest on a running Prefect server:   {on_server:6.1f} s  (median)")
     print(f"ratio of that / extraction in 2 processes:    {ratio_on_server:6.2f}  (median of the rounds)")
     print(f"reposts ingest of one page (start-up):        {statistics.median(start_ups):6.1f} s  (median)")
+    if args.record:
+        record(
+            {
+                RESULTS_HEADER: [
+                    row(
+                        f"extraction {two:.1f} s, ingest {ingest:.1f} s",
+                        ", ".join(f"{i / t:.2f}" for t, i, _ in rounds),
+                        f"{ratio:.2f}",
+                        f"{statistics.median(i / t for t, i in cpu):.2f}",
+                        f"{ratio_on_server:.2f}",
+                        f"{statistics.median(start_ups):.1f} s",
+                    )
+                ]
+            }
+        )
     return 0
 
 

@@ -24,11 +24,11 @@ import os
 import subprocess
 import sys
 import tempfile
-from datetime import date
 from pathlib import Path
 
+from results import record, row
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 REPOSTS = Path(sys.executable).with_name("reposts")
 
 # (label, corpus folder, REPOSTS_RULES)
@@ -50,12 +50,6 @@ def score(script: Path, *args: str) -> dict:
     return json.loads(next(line for line in out.splitlines() if line.startswith("{")))
 
 
-def commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
-    return (head or "-") + ("+" if dirty.strip() else "")
-
-
 def _figure(metrics: dict, name: str, digits: int = 3) -> str:
     value = metrics.get(name)
     if value is None:
@@ -64,7 +58,6 @@ def _figure(metrics: dict, name: str, digits: int = 3) -> str:
 
 
 def measure(shared: Path) -> tuple[list[str], list[str], list[str]]:
-    stamp = f"| {date.today().isoformat()} | {commit()} |"
     quality, wire = [], []
     with tempfile.TemporaryDirectory() as folder:
         for label, corpus, rules in LABELLED:
@@ -78,35 +71,24 @@ def measure(shared: Path) -> tuple[list[str], list[str], list[str]]:
                     "false_strip", "own_credit_provenance", "body_f1", "impure_clusters",
                 )
             ]  # fmt: skip
-            quality.append(f"{stamp} {label} | {' | '.join(figures)} |")
+            quality.append(row(label, *figures))
         for name in WIRE:
             db = Path(folder) / f"{name}.duckdb"
             ingest(shared / "wire-dev" / name / "pages.warc.gz", db, "default")
             labels = shared / "wire-dev" / name / "labels.jsonl"
             m = score(shared / "wire_score.py", "score", "--db", str(db), "--labels", str(labels))
             recall = f"{_figure(m, 'silver_pair_recall')} / {_figure(m, 'silver_pair_precision')}"
-            wire.append(
-                f"{stamp} {name} | {_figure(m, 'wire_honesty')} | {_figure(m, 'wire_credited')} | {_figure(m, 'false_originals')} | {recall} |"
-            )
+            wire.append(row(name, _figure(m, "wire_honesty"), _figure(m, "wire_credited"), _figure(m, "false_originals"), recall))
     found = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "real_markers.py"), str(shared / "markers-dev.jsonl")],
         capture_output=True, text=True, cwd=ROOT,
     ).stdout  # fmt: skip
     totals = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:7]] for line in found.splitlines() if "| all |" in line}
     markers, negatives = totals["markers found"], totals["negatives kept"]
-    markers_row = (
-        f"{stamp} {markers[1]} / {markers[2]} / {markers[3]} of {markers[0]} | {negatives[1]} / {negatives[2]} / {negatives[3]} of {negatives[0]} |"
+    markers_row = row(
+        f"{markers[1]} / {markers[2]} / {markers[3]} of {markers[0]}", f"{negatives[1]} / {negatives[2]} / {negatives[3]} of {negatives[0]}"
     )
     return quality, wire, [markers_row]
-
-
-def record(rows_by_header: dict[str, list[str]]) -> None:
-    """Put the rows under their table's header and separator line in RESULTS.md."""
-    lines = RESULTS.read_text(encoding="utf-8").splitlines()
-    for header, rows in rows_by_header.items():
-        at = lines.index(header) + 2  # below the header and its |---| line
-        lines[at:at] = rows
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(rows))
     if args.record:
         record({QUALITY_HEADER: quality, WIRE_HEADER: wire, MARKERS_HEADER: markers})
-        print(f"recorded in {RESULTS.relative_to(ROOT)}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Each stage after extraction on a synthetic corpus, against naive baselines measured in the same run.
 
-    python benchmarks/stages.py [--sizes 10000,100000] [--sample 10000] [--rounds 3]
+    python benchmarks/stages.py [--sizes 10000,100000] [--sample 10000] [--rounds 3] [--record]
 
 For each corpus size (benchmarks/corpus.py, cached under benchmarks/.cache)
 it prints documents per second and memory (each measurement runs in a fresh
@@ -42,6 +42,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import results  # noqa: E402
 
 from benchmarks.corpus import CACHE, corpus_file, read_chunks  # noqa: E402
 from dedup.batch import Prepared, PreparedBatch, Settings, open_store  # noqa: E402
@@ -289,18 +291,54 @@ def line(label: str, result: dict, ratio: str = "") -> None:
     )
 
 
-def report(size: int, sample: int, parts: set[str], rounds: int) -> None:
+def report(size: int, sample: int, parts: set[str], rounds: int) -> dict:
+    """Print the measures of one corpus size; return their figures (for `--record`)."""
     # the corpus holds the base documents and the 10,000 added incrementally
     path = corpus_file(size + ADDED)
     sample = min(sample, size)
     print(f"\n{size:,} documents (+{ADDED:,} for the incremental measure), corpus {path.name}")
+    figures: dict = {"size": size}
     if "fingerprint" in parts or "lsh" in parts:
-        report_fingerprint_and_lsh(path, sample, parts)
+        figures.update(report_fingerprint_and_lsh(path, sample, parts))
     if "link" in parts or "incremental" in parts:
-        report_link(path, size, build="link" in parts, rounds=rounds)
+        figures.update(report_link(path, size, build="link" in parts, rounds=rounds))
+    return figures
 
 
-def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None:
+STAGES_HEADER = "| date | commit | machine | size | fingerprints (x baseline) | LSH (x baseline, x less memory) | link + store | incremental |"
+MILLION_HEADER = "| date | commit | rounds | ratio | full run | empty run | peak memory |"
+
+
+def result_rows(figures: dict) -> dict[str, list[str]]:
+    """The RESULTS.md rows of one size's figures: the million's table for a
+    million pages and more, the stages' table below that."""
+    ratios = figures.get("ratios", [])
+    rounds = ", ".join(f"{r:.2f}" for r in ratios)
+    ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+    if figures["size"] >= 1_000_000:
+        if not ratios:
+            return {}
+        full = sorted(r["docs_per_s"] for r in figures["full"])
+        empty = sorted(r["docs_per_s"] for r in figures["empty"])
+        peak = max(r["peak_mb"] for r in figures["full"]) / 1000
+        cells = (rounds, ratio, f"{full[0]:,.0f} to {full[-1]:,.0f} docs/s", f"{empty[0]:,.0f} to {empty[-1]:,.0f} docs/s", f"{peak:.1f} GB")
+        return {MILLION_HEADER: [results.row(*cells)]}
+    fp, lsh, linked = figures.get("fingerprint"), figures.get("lsh"), figures.get("linked")
+    return {
+        STAGES_HEADER: [
+            results.row(
+                "-",
+                f"{figures['size']:,}",
+                f"{fp['docs_per_s']:,.0f} docs/s ({fp['ratio']:.1f}x; 2 processes {fp['two']:.2f}x)" if fp else "-",
+                f"{lsh['ratio']:.1f}x, {lsh['memory']:.1f}x" if lsh else "-",
+                f"{linked['docs_per_s']:,.0f} docs/s, {linked['peak_mb']:,.0f} MB" if linked else "-",
+                f"{ratio} ({rounds})" if ratios else "-",
+            )
+        ]
+    }
+
+
+def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> dict:
     ours = measure("fingerprint", path)
     two = measure("fingerprint-2proc", path)
     ours_sample = measure("fingerprint", path, sample)
@@ -320,15 +358,28 @@ def report_fingerprint_and_lsh(path: Path, sample: int, parts: set[str]) -> None
         f"  -> lsh: {lsh_sample['docs_per_s'] / lsh_base['docs_per_s']:.1f}x the baseline's speed, "
         f"{lsh_base['stage_mb'] / max(1.0, lsh_sample['stage_mb']):.1f}x less memory for the stage (same {sample:,} documents)"
     )
+    return {
+        "fingerprint": {
+            "docs_per_s": ours["docs_per_s"],
+            "ratio": ours_sample["docs_per_s"] / base["docs_per_s"],
+            "two": two["docs_per_s"] / ours["docs_per_s"],
+        },
+        "lsh": {
+            "ratio": lsh_sample["docs_per_s"] / lsh_base["docs_per_s"],
+            "memory": lsh_base["stage_mb"] / max(1.0, lsh_sample["stage_mb"]),
+        },
+    }
 
 
-def report_link(path: Path, size: int, build: bool, rounds: int) -> None:
+def report_link(path: Path, size: int, build: bool, rounds: int) -> dict:
+    figures: dict = {"full": [], "empty": []}
     if build:
         linked = measure("link+store", path)
         line(f"link+store, {size:,} into an empty database", linked)
+        figures["linked"] = linked
     elif not database_file(path).exists():
         print(f"  no database of {size:,} documents yet: run with --parts link first")
-        return
+        return {}
     elif not Store(database_file(path)).index_folder.is_dir():
         # a base built before runs saved their LSH index: save it as its run would have
         store = open_store(str(database_file(path)), SETTINGS)
@@ -340,9 +391,12 @@ def report_link(path: Path, size: int, build: bool, rounds: int) -> None:
         full = measure("incremental-full", path)
         empty = measure("incremental-empty", path)
         ratios.append(full["seconds"] / empty["seconds"])
+        figures["full"].append(full)
+        figures["empty"].append(empty)
         line(f"incremental {number}: {ADDED:,} into a database of {size:,}", full)
         line(f"incremental {number}: {ADDED:,} into an empty database", empty, f"ratio {ratios[-1]:.2f}")
     print(f"  -> incremental cost: {statistics.median(ratios):.2f}x the empty database's (median of {rounds}; limit 2)")
+    return {**figures, "ratios": ratios}
 
 
 def main() -> int:
@@ -357,6 +411,7 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternated measures of the incremental cost (the median ratio is reported)"
     )
+    parser.add_argument("--record", action="store_true", help="write the figures into benchmarks/RESULTS.md")
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, help=argparse.SUPPRESS)
@@ -365,7 +420,9 @@ def main() -> int:
         return child(args.child, args.corpus, args.limit)
     CACHE.mkdir(exist_ok=True)
     for size in (int(s) for s in args.sizes.split(",")):
-        report(size, args.sample, set(args.parts.split(",")), max(1, args.rounds))
+        figures = report(size, args.sample, set(args.parts.split(",")), max(1, args.rounds))
+        if args.record:
+            results.record(result_rows(figures))
     return 0
 
 
