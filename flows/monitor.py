@@ -119,19 +119,27 @@ class RunMonitor:
 def run_report(store: Store, run_id: int) -> dict:
     """The rows the end-of-run artifacts show, read from the database."""
     with store.connect() as con:
+        # each cluster once, as it stands at the run's end (a cluster the run
+        # made and then grew is "created"; one stored before and merged into, "merged")
         clusters = con.execute(
             f"""
-            SELECT e.cluster_id, e.kind AS change, c.size,
+            WITH touched AS (
+                SELECT cluster_id,
+                       CASE WHEN bool_or(kind = 'created') THEN 'created'
+                            WHEN bool_or(kind = 'merged') THEN 'merged' ELSE 'grew' END AS change
+                FROM cluster_events WHERE run_id = $run AND kind IN ('created', 'grew', 'merged') GROUP BY cluster_id
+            )
+            SELECT t.cluster_id, t.change, c.size,
                    coalesce(o.url, 'not in database') AS original,
                    coalesce(c.attributed_source, '') AS credited,
                    (SELECT string_agg(d.url, ' ' ORDER BY d.doc_id) FROM documents d
-                     WHERE d.cluster_id = e.cluster_id AND d.run_id = e.run_id) AS new_urls
-            FROM cluster_events e JOIN clusters c USING (cluster_id)
+                     WHERE d.cluster_id = t.cluster_id AND d.run_id = $run) AS new_urls
+            FROM touched t JOIN clusters c USING (cluster_id)
             LEFT JOIN documents o ON o.doc_id = c.original_doc_id
-            WHERE e.run_id = ? AND e.kind IN ('created', 'grew') AND c.size > 1
-            ORDER BY c.size DESC, e.cluster_id LIMIT {TABLE_ROWS}
+            WHERE c.size > 1
+            ORDER BY c.size DESC, t.cluster_id LIMIT {TABLE_ROWS}
             """,
-            [run_id],
+            {"run": run_id},
         ).fetchall()
         failed = con.execute(
             f"SELECT url, coalesce(status::VARCHAR, '') AS status, error FROM fetches "

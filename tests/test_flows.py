@@ -12,10 +12,12 @@ import duckdb
 import pytest
 from werkzeug import Response
 
-from dedup.batch import Settings
+from dedup.batch import Settings, open_store, prepare_pages
+from dedup.linker import Linker
 from flows.cli import main
+from flows.monitor import run_report
 from flows.pipeline import crawl_flow, ingest_flow
-from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html
+from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html, fetched
 from tests.test_crash import COUNT_ROWS
 from tests.test_stages import write_warc
 
@@ -268,3 +270,16 @@ def test_a_runs_summary_counts_each_cluster_once_whatever_its_batches(tmp_path, 
     assert (summary["pages"], summary["new_clusters"], summary["grown_clusters"], summary["originals_found"]) == (1, 0, 1, 1)
     with duckdb.connect(db_path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM clusters WHERE size > 1").fetchone()[0] == 2
+
+
+def test_the_runs_clusters_table_lists_each_cluster_once_as_it_stands_at_the_end(db_path):
+    settings = Settings()
+    store = open_store(db_path, settings)
+    run_id = store.start_run("ingest", None, {})
+    linker = Linker(store, settings)
+    # one run, two batches: the story's cluster is made by the first and grows in the second
+    linker.link_batch(run_id, prepare_pages([fetched("https://harbor.example/canal", article_html("Canal drained", CANAL_STORY))], settings))
+    linker.link_batch(run_id, prepare_pages([fetched("https://relay.example/canal", article_html("Canal drained", CANAL_STORY[:4]))], settings))
+    clusters = run_report(store, run_id)["clusters"]
+    assert [(c["change"], c["size"], c["original"]) for c in clusters] == [("created", 2, "https://harbor.example/canal")]
+    assert clusters[0]["new_urls"] == "https://harbor.example/canal https://relay.example/canal"

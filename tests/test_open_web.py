@@ -216,3 +216,4 @@ def test_a_digest_of_several_stories_joins_one_and_glues_none(db_path):
     # a story that comes later does not join through the digest either
     later, _ = stored_clusters(db_path, [fetched("https://market.example/move", article_html("Market moves", MARKET_STORY))])
     assert later["https://market.example/move"] not in {later["https://harbor.example/canal"], later["https://mill.example/bread"]}
+
