@@ -263,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # --db is accepted after the command too (`reposts ingest FILE --db X`);
     # SUPPRESS keeps a value given before the command when it is absent after.
+    verbose_help = "show the fetching and extraction libraries' log lines (the faults are in `fetches` either way)"
+    parser.add_argument("--verbose", action="store_true", help=verbose_help)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     crawl = sub.add_parser("crawl", parents=[common], help="fetch URLs and link the copies")
@@ -321,8 +324,26 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return UserError, StoreError, ArchiveError, RuleError, TemporaryAPIError
 
 
+# The libraries that log each fault a run records in `fetches` (urllib3's
+# retries, trafilatura's download errors, courlan's and htmldate's notes)
+QUIET_LOGGERS = ("urllib3", "trafilatura", "courlan", "htmldate", "charset_normalizer")
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep the libraries' log lines off the terminal unless `verbose`: a run
+    records every fault in `fetches` and its summary, and a line per retry
+    above the summary hides it. The records still reach handlers on the
+    libraries' own loggers (dedup/fetch.py reads the download errors there)."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = verbose
+        if not verbose and not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())  # not Python's last-resort handler either
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries(args.verbose)
     try:
         return args.func(args)
     except _user_errors() as exc:  # an except clause's classes are looked up only when something is raised

@@ -2,6 +2,7 @@
 each fault is recorded with a clear reason, retried only when that can help,
 and never stops the run."""
 
+import logging
 import time
 
 import duckdb
@@ -9,6 +10,7 @@ import pytest
 
 from dedup.batch import Settings, prepare_pages
 from dedup.fetch import ROBOTS_DISALLOWED, FetchConfig, Fetcher
+from flows.cli import QUIET_LOGGERS, quiet_libraries
 from flows.pipeline import crawl_flow
 from tests.fault_server import MAX_BYTES, FaultServer
 
@@ -113,3 +115,17 @@ def test_a_crawl_through_every_fault_records_each_and_keeps_the_good_pages(fault
         assert (error is None) == (reason is None) and (reason is None or error.startswith(reason)), (path, error)
     assert faults.url("/article") in stored and faults.url("/busy-once") in stored
     assert summary["failed"] == sum(1 for reason, _ in FAULTS.values() if reason)
+
+
+def test_the_libraries_log_lines_stay_off_the_terminal_unless_verbose(caplog):
+    caplog.set_level(logging.WARNING)
+    try:
+        quiet_libraries(verbose=False)
+        [page] = Fetcher(CONFIG).fetch(["http://127.0.0.1:9/closed"])
+        assert page.error == "connection refused"  # still recorded
+        assert not [r for r in caplog.records if r.name.split(".")[0] in QUIET_LOGGERS]
+        quiet_libraries(verbose=True)
+        Fetcher(CONFIG).fetch(["http://127.0.0.1:9/closed"])
+        assert any(r.name == "trafilatura.downloads" for r in caplog.records)
+    finally:
+        quiet_libraries(verbose=True)
