@@ -7,8 +7,9 @@ same value a live fetch produces, so everything after this stage is shared.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Container, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
@@ -37,6 +38,12 @@ def _parse_warc_date(value: str | None) -> datetime | None:
         return None
 
 
+DAMAGED = "damaged archive"
+
+# where a record can start: a gzip member, or an uncompressed WARC header
+_RECORD_STARTS = (b"\x1f\x8b\x08", b"WARC/1.")
+
+
 def read_warc(
     path: str | Path, skip_urls: Container[str] = frozenset(), on_offset: Callable[[int], None] | None = None
 ) -> Iterator[FetchedPage]:
@@ -44,8 +51,15 @@ def read_warc(
 
     Records whose URL is in `skip_urls` are passed over without reading their
     payload (an ingest that resumes after a crash skips what it stored).
-    Raises ArchiveError when the file is missing or is not a WARC file; a
-    record cut short at the end of a file ends the iteration with an error page.
+    Raises ArchiveError when the file is missing or is not a WARC file.
+
+    A damaged file gives what it holds: a record cut short (the file, or a
+    gzip member, ends inside it) and bytes that are not a record each give
+    an error page (`DAMAGED`: the file, the byte offset and the damage; the
+    URL of a cut record, else `warc:<name>`), and the records
+    before and after them are read as usual (from the next place a record
+    starts).
+
     `on_offset` is told how many bytes of the file have been read, once per
     record (for progress reports).
     """
@@ -53,22 +67,98 @@ def read_warc(
     if not path.is_file():
         raise ArchiveError(f"no such WARC file: {path}")
     source = f"warc:{path.name}"
+    size = path.stat().st_size
     with path.open("rb") as stream:
-        try:
+        start, end, read_any = 0, 0, False
+        while start is not None:
+            stream.seek(start)
             records = ArchiveIterator(stream, check_digests=False)
-            for record in records:
-                if on_offset:
-                    on_offset(stream.tell())
-                if record.rec_type != "response":
-                    continue
-                url = record.rec_headers.get_header("WARC-Target-URI") or ""
-                if url in skip_urls:
-                    continue
-                yield _page_from_record(record, url, source)
-        except ArchiveLoadFailed as exc:
-            raise ArchiveError(f"{path.name} is not a readable WARC file: {' '.join(str(exc).split())[:200]}") from exc
-        except (EOFError, OSError, ValueError) as exc:
-            raise ArchiveError(f"{path.name} is damaged: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+            record_offset = 0
+            try:
+                for record in records:
+                    record_offset = start + records.offset  # where this record starts (get_record_offset would read it)
+                    read_any = read_any or record.format.startswith("warc")  # a WARC record, not bytes read as one
+                    if on_offset:
+                        on_offset(stream.tell())
+                    url = record.rec_headers.get_header("WARC-Target-URI") or ""
+                    if record.format.startswith("warc") and not record.rec_headers.get_header("WARC-Record-ID"):
+                        # a header every record has, missing: the file ends inside this record's header
+                        yield _damage(path, url or None, f"the record at byte {record_offset} is cut short (in its header)")
+                        start = _next_record_start(stream, record_offset + 1)
+                        break
+                    if record.rec_type != "response" or url in skip_urls:
+                        records.read_to_end()  # what the iterator does before the next record anyway
+                        end = start + records.offset
+                        continue
+                    page = _page_from_record(record, url, source)
+                    record.raw_stream.read()  # what the record's length says is left, if any
+                    if record.raw_stream.limit:  # the bytes ran out first
+                        start = _next_record_start(stream, record_offset + 1)
+                        where = "the file ends" if start is None else f"the next record starts at byte {start}"
+                        yield _damage(path, url, f"the record at byte {record_offset} is cut short ({where})")
+                        break
+                    records.read_to_end()
+                    end = start + records.offset
+                    yield page
+                else:
+                    start = None
+                    if _holds_more_than_blank_lines(stream, end):  # a record cut short before it could be read
+                        yield _damage(path, None, f"the {size - end} bytes from byte {end} are not a whole record (cut short)")
+            except (ArchiveLoadFailed, zlib.error, EOFError, OSError, ValueError) as exc:
+                if not read_any:
+                    what = "is not a readable WARC file" if isinstance(exc, ArchiveLoadFailed) else "is damaged"
+                    raise ArchiveError(f"{path.name} {what}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from exc
+                start = _next_record_start(stream, record_offset + 1)
+                where = f"up to byte {start}" if start is not None else "to the end of the file"
+                yield _damage(path, None, f"no record can be read after the one at byte {record_offset}, {where}")
+
+
+def _holds_more_than_blank_lines(stream, offset: int) -> bool:
+    stream.seek(offset)
+    return bool(stream.read(1 << 16).strip())
+
+
+def _damage(path: Path, url: str | None, what: str) -> FetchedPage:
+    """The error page of a damaged place in a WARC file (`url`: the damaged record's, if known)."""
+    return FetchedPage(
+        url=url or f"warc:{path.name}",
+        source=f"warc:{path.name}",
+        fetched_at=datetime.now(UTC).replace(tzinfo=None),
+        error=f"{DAMAGED}: {path.name}: {what}",
+    )
+
+
+def _next_record_start(stream, after: int, chunk: int = 1 << 20) -> int | None:
+    """The offset of the next place at or after `after` where a record can
+    start and does (a gzip member or a WARC header that reads as a record)."""
+    overlap = max(len(magic) for magic in _RECORD_STARTS) - 1
+    base = after
+    while True:
+        stream.seek(base)
+        data = stream.read(chunk)
+        if not data:
+            return None
+        position = 0
+        while True:
+            found = [i for i in (data.find(magic, position) for magic in _RECORD_STARTS) if i >= 0]
+            if not found:
+                break
+            position = min(found)
+            if _reads_as_record(stream, base + position):
+                return base + position
+            position += 1
+        if len(data) < chunk:
+            return None
+        base += len(data) - overlap
+
+
+def _reads_as_record(stream, offset: int) -> bool:
+    stream.seek(offset)
+    try:
+        next(iter(ArchiveIterator(stream, check_digests=False)))
+        return True
+    except (ArchiveLoadFailed, zlib.error, EOFError, OSError, ValueError, StopIteration):
+        return False
 
 
 def _page_from_record(record, url: str, source: str) -> FetchedPage:

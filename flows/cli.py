@@ -133,7 +133,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     started.close()
                 progress.close()
     _print_summary(summary, _db_path(args))
-    return 0
+    from dedup.archive import DAMAGED
+
+    # what could be read is stored; a damaged input is said by the exit status too
+    return 1 if summary.get("errors", {}).get(DAMAGED) else 0
 
 
 def _read_sources(args: argparse.Namespace) -> list:

@@ -19,7 +19,7 @@ from flows.monitor import run_report
 from flows.pipeline import crawl_flow, ingest_flow
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html, fetched
 from tests.test_crash import COUNT_ROWS
-from tests.test_stages import write_warc
+from tests.test_stages import five_pages, write_warc
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -283,3 +283,19 @@ def test_the_runs_clusters_table_lists_each_cluster_once_as_it_stands_at_the_end
     clusters = run_report(store, run_id)["clusters"]
     assert [(c["change"], c["size"], c["original"]) for c in clusters] == [("created", 2, "https://harbor.example/canal")]
     assert clusters[0]["new_urls"] == "https://harbor.example/canal https://relay.example/canal"
+
+
+def test_an_ingest_of_a_damaged_warc_stores_what_it_holds_and_exits_1(tmp_path, prefect_harness):
+    path, starts = five_pages(tmp_path / "cut.warc.gz")
+    data = path.read_bytes()
+    path.write_bytes(data[: (starts[4] + len(data)) // 2])  # the file ends inside the fifth record
+    db = str(tmp_path / "cut.duckdb")
+    assert main(["--db", db, "ingest", str(path)]) == 1
+    con = duckdb.connect(db, read_only=True)
+    try:
+        stored = [u for (u,) in con.execute("SELECT url FROM documents ORDER BY doc_id").fetchall()]
+        damaged = con.execute("SELECT url, error FROM fetches WHERE error LIKE 'damaged archive%'").fetchall()
+    finally:
+        con.close()
+    assert stored == [f"https://paper.example/{n}" for n in range(4)]
+    assert damaged == [("https://paper.example/4", f"damaged archive: cut.warc.gz: the record at byte {starts[4]} is cut short (the file ends)")]

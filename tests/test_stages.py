@@ -24,7 +24,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from dedup.ahead import PendingBatch, PreparedAhead, _set_up_worker
-from dedup.archive import ArchiveError, read_warc
+from dedup.archive import DAMAGED, ArchiveError, read_warc
 from dedup.batch import Settings, open_store, prepare_pages
 from dedup.extract import ExtractConfig, ExtractionError, extract_article, parse_html, trafilatura_options
 from dedup.fingerprint import (
@@ -52,7 +52,7 @@ from dedup.models import Page
 from dedup.provenance import AggregatorHosts
 from dedup.recent import RecentShingleSets
 from dedup.store import Store
-from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
+from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched, generated_story
 
 FP = FingerprintConfig()
 LINK = LinkConfig()
@@ -1123,3 +1123,69 @@ def test_a_worker_collects_garbage_though_it_was_forked_with_the_collector_off_b
             assert pool.submit(gc.get_freeze_count).result(timeout=60) > 10_000
     finally:
         gc.enable()
+
+
+def five_pages(path, gz=True):
+    """A WARC file of five pages, and the offset where each record starts."""
+    records = [(f"https://paper.example/{n}", article_html(f"Story {n}", generated_story(n)).encode(), "text/html") for n in range(5)]
+    write_warc(path, records, gz=gz)
+    starts = [record_offset for record_offset, _ in _record_offsets(path)]
+    return path, starts
+
+
+def _record_offsets(path):
+    from warcio.archiveiterator import ArchiveIterator
+
+    with path.open("rb") as stream:
+        records = ArchiveIterator(stream)
+        for record in records:
+            record.content_stream().read()
+            yield records.get_record_offset(), record.rec_headers.get_header("WARC-Target-URI")
+
+
+def damage_of(pages):
+    return [(p.url, p.error) for p in pages if p.error and p.error.startswith(DAMAGED)]
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_warc_cut_inside_a_record_gives_the_pages_before_and_names_the_damage(tmp_path, gz):
+    path, starts = five_pages(tmp_path / ("cut.warc.gz" if gz else "cut.warc"), gz=gz)
+    data = path.read_bytes()
+    path.write_bytes(data[: starts[3] + (starts[4] - starts[3]) // 2])  # the file ends inside the fourth record
+    pages = list(read_warc(path))
+    assert [p.url for p in pages if p.ok] == [f"https://paper.example/{n}" for n in range(3)]
+    [(url, error)] = damage_of(pages)
+    assert url == "https://paper.example/3" and f"{path.name}: the record at byte {starts[3]} is cut short" in error
+
+
+def test_bytes_that_are_not_a_record_are_named_and_the_records_after_them_read(tmp_path):
+    path, starts = five_pages(tmp_path / "garbage.warc.gz")
+    data = path.read_bytes()
+    garbage = b"not a record " * 40
+    path.write_bytes(data[: starts[2]] + garbage + data[starts[2] :])
+    pages = list(read_warc(path))
+    assert [p.url for p in pages if p.ok] == [f"https://paper.example/{n}" for n in range(5)]
+    [(url, error)] = damage_of(pages)
+    assert url == "warc:garbage.warc.gz"
+    assert f"after the one at byte {starts[1]}, up to byte {starts[2] + len(garbage)}" in error
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_warc_cut_between_or_at_the_start_of_a_record_says_so(tmp_path, gz):
+    path, starts = five_pages(tmp_path / ("end.warc.gz" if gz else "end.warc"), gz=gz)
+    path.write_bytes(path.read_bytes()[: starts[4] + 20])  # the file ends 20 bytes into the fifth record
+    pages = list(read_warc(path))
+    assert [p.url for p in pages if p.ok] == [f"https://paper.example/{n}" for n in range(4)]
+    [(_, error)] = damage_of(pages)
+    assert "cut short" in error and path.name in error
+
+
+def test_a_gzip_member_cut_short_in_the_middle_loses_its_record_only(tmp_path):
+    path, starts = five_pages(tmp_path / "member.warc.gz")
+    data = path.read_bytes()
+    middle = (starts[2] + starts[3]) // 2
+    path.write_bytes(data[:middle] + data[middle + 40 :])  # bytes missing inside the third record's member
+    pages = list(read_warc(path))
+    assert [p.url for p in pages if p.ok] == [f"https://paper.example/{n}" for n in (0, 1, 3, 4)]
+    assert len(damage_of(pages)) == 1
+
