@@ -64,6 +64,8 @@ class BoilerplateConfig:
 _URL_OR_DOMAIN = re.compile(
     r"(?:https?://|www\.)[!-~]+|(?<![!-~])[!-~]*?(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![A-Za-z0-9])(?:/[!-~]*)?|[!-~]+@[!-~]+"
 )
+# every link, domain or address has a dot between two characters of its own, or an @
+_MAYBE_LINK = re.compile(r"[A-Za-z0-9-]\.[A-Za-z]|@|www|://")
 _QUOTED = re.compile(r'"[^"]{1,300}"|\'[^\']{3,300}\'|《[^》]{1,300}》|「[^」]{1,300}」|『[^』]{1,300}』')
 _NUMBER = re.compile(r"\d+")
 # a word in an alphabet with capital letters (a name in Chinese or Japanese
@@ -82,6 +84,7 @@ _SPACE_AROUND_SLOT = re.compile(r"\s*\x00\s*")
 # a template keeps at least this many letters of its own once its slots are
 # set aside; a line with fewer is keyed by its whole text
 _MIN_TEMPLATE_LETTERS = 8
+_LETTERS_ENOUGH = re.compile(f"(?:[^\\W\\d_][\\W\\d_]*){{{_MIN_TEMPLATE_LETTERS}}}")
 # a run of a template's fixed wording with this many letters keys the line
 _MIN_ANCHOR_LETTERS = 16
 _RUN_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
@@ -93,7 +96,10 @@ def line_template(paragraph: str, title: str | None = None) -> str | None:
     """The paragraph with the parts that vary between pages set aside (the
     page's `title`, links, quotes, numbers, names), folded; None when too
     little of it is left to be a template."""
-    text = _QUOTED.sub(_SLOT, _URL_OR_DOMAIN.sub(_SLOT, _without_title(fold(paragraph), fold(title) if title else "")))
+    text = _without_title(fold(paragraph), fold(title) if title else "")
+    if _MAYBE_LINK.search(text):  # (most lines hold no link: the slow pattern only where one may be)
+        text = _URL_OR_DOMAIN.sub(_SLOT, text)
+    text = _QUOTED.sub(_SLOT, text)
     # names are found by their capital letter, in the paragraph as written
     # (the paragraph's own first word aside: a sentence starts with a
     # capital; and a word it also writes in lowercase is not a name)
@@ -109,7 +115,7 @@ def line_template(paragraph: str, title: str | None = None) -> str | None:
     # the other parts are set aside
     for template in (nameless, text):
         template = " ".join(_SPACE_AROUND_SLOT.sub(" \x00 ", template).split())
-        if sum(1 for ch in template if ch.isalpha()) >= _MIN_TEMPLATE_LETTERS:
+        if _LETTERS_ENOUGH.search(template):
             return template
     return None
 
@@ -317,9 +323,9 @@ class HostLines:
         return CARRIED_RULE_ID if self.is_carried(key) else None
 
     def strip(self, cleaned: CleanedArticle) -> CleanedArticle:
-        """The article without its host's learned furniture (unchanged if none).
-        The lines of its host looked up (`load`) are those of its `edge_lines`
-        with a `reach` of 2."""
+        """The article without its host's learned furniture (unchanged if none),
+        again and again as lines come to the edge (their stored rows `load`ed:
+        `edge_lines` with a `reach` of 2)."""
         host = cleaned.article.host or ""
         stripped = strip_furniture(
             cleaned.body, cleaned.article.text, cleaned.article.title, self.config, lambda key: self.rule_for(host, key)

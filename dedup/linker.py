@@ -411,6 +411,12 @@ class Linker:
                 cleaned.append(CleanedAgain(page.doc_id, body, signature, markers, page.adds_lines))
         return cleaned
 
+    def _load_lines(self, lines: HostLines, keys: set[tuple[str, int]]) -> None:
+        """Give `lines` the stored rows of these (host, line key) pairs, and the signatures of their pages."""
+        fingerprinting = self.settings.fingerprint
+        rows = self.known.stored_lines(keys)
+        lines.load(rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm))
+
     def _strip_learned_boilerplate(self, pages: list[Page]) -> HostLines:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
@@ -418,17 +424,21 @@ class Linker:
         The batch's hosts are hashed already (`_link_batch`)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config, p.article.title) for p in pages}
-        # the stored lines of the paragraphs that are or may come to an edge
-        keys = {(p.article.host or "", key) for p in pages for key in edge_lines(p.cleaned.body, config, p.article.title, reach=2)}
-        fingerprinting = self.settings.fingerprint
-        lines = HostLines(config, fingerprinting.dtype, self.known.furniture_keys)
-        rows = self.known.stored_lines(keys)
-        lines.load(
-            rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
-        )
+        keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}
+        lines = HostLines(config, self.settings.fingerprint.dtype, self.known.furniture_keys)
+        self._load_lines(lines, keys)
         for page in pages:
             host = page.article.host or ""
             lines.observe(host, page.doc_id, page.signature.hashvalues, page.signature.n_shingles, edges[page.doc_id])
+        # a page with furniture at its edges may have more behind it: the stored
+        # lines of the paragraphs that come to the edge once it is taken off
+        behind = {
+            (host, key)
+            for p in pages
+            if any(lines.rule_for(host := p.article.host or "", k) for k in edges[p.doc_id])
+            for key in edge_lines(p.cleaned.body, config, p.article.title, reach=2)
+        } - keys
+        self._load_lines(lines, behind)
         for page in pages:
             stripped = lines.strip(page.cleaned)
             if stripped is not page.cleaned:
