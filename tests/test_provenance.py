@@ -1,4 +1,5 @@
-"""Original selection and repost trees, through the real Linker and a real DuckDB file."""
+"""Original selection and repost trees, through the real Linker and a real DuckDB file, and the
+clustering steps (assign_pages, decide_clusters) on hand-built members."""
 
 from dataclasses import replace
 
@@ -6,6 +7,8 @@ import duckdb
 
 from dedup.batch import Settings, prepare_pages
 from dedup.linker import Linker
+from dedup.models import Member, Similarity
+from dedup.provenance import AggregatorHosts, ClusterState, assign_pages, decide_clusters
 from dedup.store import Store
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, ZH_DISCLAIMER, article_html, fetched
 
@@ -149,3 +152,65 @@ def test_settings_are_checked_against_the_stored_signatures(db_path):
         assert "minhash.num_perm: stored 128, configured 64" in str(exc)
     else:
         raise AssertionError("a database fingerprinted with other settings was accepted")
+
+
+# assign_pages and decide_clusters on hand-built members: no pages, no database
+
+
+def hand_member(doc_id, host, *, marks_copy=False, n_shingles=100):
+    return Member(doc_id=doc_id, url=f"https://{host}/{doc_id}", host=host, n_shingles=n_shingles, marks_copy=marks_copy)
+
+
+def pair_table(pairs):
+    """similarity_of over a table of (a, b) -> Similarity(jaccard, share of a in b, share of b in a)."""
+
+    def similarity_of(a, b):
+        if (a, b) in pairs:
+            return pairs[(a, b)]
+        s = pairs.get((b, a), Similarity(0.0, 0.0, 0.0))
+        return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+
+    return similarity_of
+
+
+def neighbours_of(pairs):
+    found = {}
+    for (a, b), s in pairs.items():
+        found.setdefault(a, {})[b] = s
+        found.setdefault(b, {})[a] = Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+    return found
+
+
+def test_new_pages_join_the_stored_cluster_whose_centre_they_match_and_the_decision_says_what_changed():
+    provenance = SETTINGS.provenance
+    stored = hand_member(1, "paper.example")
+    stored.cluster_id = 1
+    copy, unrelated = hand_member(2, "relay.example", marks_copy=True), hand_member(3, "other.example")
+    members = {m.doc_id: m for m in (stored, copy, unrelated)}
+    state = ClusterState(members=members, cluster_members={1: [1]}, previous_original={1: 1}, previous_size={1: 1})
+    pairs = {(1, 2): Similarity(0.9, 0.95, 0.95)}
+    aggregators = AggregatorHosts({m.host: (1, int(m.marks_copy)) for m in members.values()}, provenance)
+    assign_pages(state, [2, 3], neighbours_of(pairs), pair_table(pairs), aggregators, provenance)
+    assert (copy.cluster_id, unrelated.cluster_id) == (1, 3)  # the copy joins; the other page founds its own
+    assert state.new_clusters == {3}
+    clusters, reposts, events = decide_clusters(state, {1, 3}, pair_table(pairs), aggregators, provenance)
+    assert {c.cluster_id: c.original_doc_id for c in clusters} == {1: 1, 3: 3}
+    assert [(r.doc_id, r.source_doc_id) for r in reposts] == [(2, 1)]
+    assert sorted((e.cluster_id, e.kind) for e in events) == [(1, "grew"), (3, "created")]
+
+
+def test_a_page_that_matches_two_clusters_centres_merges_them_into_the_older_id():
+    provenance = SETTINGS.provenance
+    first, second = hand_member(1, "paper.example"), hand_member(2, "daily.example")
+    first.cluster_id, second.cluster_id = 1, 2
+    # a fuller page of the same story, unmarked: it becomes a centre and matches both
+    fuller = hand_member(3, "gazette.example", n_shingles=200)
+    members = {m.doc_id: m for m in (first, second, fuller)}
+    state = ClusterState(members=members, cluster_members={1: [1], 2: [2]}, previous_original={1: 1, 2: 2}, previous_size={1: 1, 2: 1})
+    pairs = {(1, 3): Similarity(0.5, 0.95, 0.5), (2, 3): Similarity(0.5, 0.95, 0.5)}
+    aggregators = AggregatorHosts({m.host: (1, 0) for m in members.values()}, provenance)
+    assign_pages(state, [3], neighbours_of(pairs), pair_table(pairs), aggregators, provenance)
+    assert state.merged_into == {2: 1} and {m.cluster_id for m in members.values()} == {1}
+    clusters, _, events = decide_clusters(state, {1}, pair_table(pairs), aggregators, provenance)
+    assert [(c.cluster_id, sorted(c.members)) for c in clusters] == [(1, [1, 2, 3])]
+    assert ("merged", 2) in {(e.kind, e.other_cluster_id) for e in events}
