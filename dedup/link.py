@@ -16,7 +16,7 @@ from datasketch import LeanMinHash
 
 from dedup.fingerprint import FingerprintConfig, lean_minhash, mix32
 from dedup.models import Edge, Similarity
-from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays
+from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays, still_stored
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class CandidateIndex:
         if manifest is None or manifest["stamp"] != self.stamp:
             return 0
         through = manifest["indexed_through"]
-        if stored_through(through) != (manifest["documents"], manifest["through_run"]):
+        if not still_stored(stored_through, through, manifest["documents"], manifest["through_run"]):
             return 0
         tables = []
         for name in manifest["tables"]:

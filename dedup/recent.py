@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays
+from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays, still_stored
 
 _MANIFEST = "segments.json"
 _FORMAT = 1
@@ -106,7 +106,7 @@ class RecentShingleSets:
                 and int(offsets[-1]) == len(hashes)
                 and (not self._segments or first > int(self._segments[-1].doc_ids[-1]))
             )
-            if consistent and _pages_between(stored_through, first, last) == (count, last_run):
+            if consistent and still_stored(stored_through, last, count, last_run, first=first):
                 self._segments.append(_Segment(doc_ids, offsets, hashes, saved_as=name))
         self._index_segments()
 
@@ -173,9 +173,3 @@ class RecentShingleSets:
         replace_manifest(self.folder, _MANIFEST, manifest, [(s.saved_as, part) for s in segments for part in _PARTS])
         self._segments, self._stored, self._stored_hashes = segments, deque(), 0
         self._index_segments()
-
-
-def _pages_between(stored_through: Callable[[int], tuple[int, str | None]], first: int, last: int) -> tuple[int, str | None]:
-    """How many stored pages have a doc_id from `first` to `last`, and the run that stored page `last`."""
-    through_last, last_run = stored_through(last)
-    return through_last - stored_through(first - 1)[0], last_run

@@ -6,6 +6,9 @@ its own, written and synced before the manifest that names it, and the
 manifest replaced in one rename, so a crash leaves the old one whole; the
 files the new manifest does not name are removed after. Both are caches:
 what they hold can be made again from the database.
+
+Each folder (and the snapshot of dedup/snapshot.py) is used only while the
+database still holds what it was made from: `still_stored`, one check for all.
 """
 
 from __future__ import annotations
@@ -13,10 +16,23 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+# Store.stored_through: for a doc_id, how many pages up to it are stored, and the run that stored it
+StoredThrough = Callable[[int], tuple[int, str | None]]
+
+
+def still_stored(stored_through: StoredThrough, last: int, pages: int, last_run: str | None, first: int | None = None) -> bool:
+    """Whether the database holds what a saved folder was made from: `pages`
+    pages with doc_ids up to `last` (from `first`, when given), page `last`
+    stored by the run `last_run`. A database put back from a copy, or a run
+    that died before saving, fails it even where the counts agree again."""
+    through_last, run = stored_through(last)
+    before = stored_through(first - 1)[0] if first is not None else 0
+    return (through_last - before, run) == (pages, last_run)
 
 
 def new_name(prefix: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays
+from dedup.saved import new_name, read_manifest, replace_manifest, save_arrays, still_stored
 
 _MANIFEST = "snapshot.json"
 _FORMAT = 2
@@ -65,7 +65,7 @@ class Snapshot:
         manifest = read_manifest(self.folder, _MANIFEST, fields)
         if manifest is None or manifest["stamp"] != self.stamp or manifest["documents"] != documents:
             return None
-        if stored_through(manifest["through"]) != (documents, manifest["through_run"]):
+        if not still_stored(stored_through, manifest["through"], documents, manifest["through_run"]):
             return None
         try:
             urls, sizes, lines = (np.load(self.folder / f"{manifest['name']}.{part}.npy") for part in _PARTS)
