@@ -14,7 +14,7 @@ from dedup.store import Store, StoreError
 from flows.cli import main
 from flows.errors import UserError
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
-from tests.test_stages import write_warc
+from tests.test_archive import write_warc
 
 REPOSTS = str(Path(sys.executable).with_name("reposts"))
 N_STORIES = 40  # an original and a copy each: 80 pages

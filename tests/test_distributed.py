@@ -16,7 +16,8 @@ from dedup.link import CandidateIndex, LinkConfig, RedisCandidateIndex
 from flows.local_api import free_port
 from flows.pipeline import ingest_flow
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
-from tests.test_stages import answers, write_warc
+from tests.test_archive import write_warc
+from tests.test_stages import answers
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -18,8 +18,8 @@ from flows.cli import main
 from flows.monitor import run_report
 from flows.pipeline import crawl_flow, ingest_flow
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html, fetched
+from tests.test_archive import five_pages, write_warc
 from tests.test_crash import COUNT_ROWS
-from tests.test_stages import five_pages, write_warc
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
