@@ -275,9 +275,10 @@ class HostLines:
         self._furniture_keys = furniture_keys if furniture_keys is not None else set()
         self.learned_keys: set[int] = set()  # keys that became furniture on some host here
 
-    def load(self, rows: list[HostLineRow], signatures: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def load(self, rows: list[HostLineRow], signatures: tuple[np.ndarray, np.ndarray, np.ndarray] = ((), (), ())) -> None:
         """Stored lines (host, key, text, story doc ids), and the signatures of
-        those docs (doc ids, hash values matrix, shingle counts: `Store.signatures_of`)."""
+        those docs (doc ids, hash values matrix, shingle counts: `Store.signatures_of`),
+        which only pages still to be `observe`d are compared with."""
         for host, key, text, doc_ids in rows:
             self.lines.setdefault((host, key), LineSeen(text=text, story_doc_ids=list(doc_ids), stored=True))
         for doc_id, values, n_shingles in zip(*signatures, strict=True):

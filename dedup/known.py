@@ -107,7 +107,9 @@ class KnownStored:
         stored_pages, stored_copies = self.host_pages.get(host, (0, 0))
         self.host_pages[host] = (stored_pages + pages, stored_copies + copies)
 
-    def committed(self, pages: list[Page], url_hashes: dict[str, int], new_lines: list[HostLineRow], learned_keys: set[int]) -> None:
+    def committed(
+        self, pages: list[Page], url_hashes: dict[str, int], new_lines: list[HostLineRow], learned_keys: set[int]
+    ) -> None:
         """Keep in step with a batch just committed: its pages (their URLs'
         hashes), its new host lines, the keys of the lines it learned."""
         self._snapshot_current = False

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from dedup.batch import BatchStats, PreparedBatch, Settings
 from dedup.boilerplate import (
     CARRIED_RULE_ID,
-    RULE_ID,
     HostLines,
     edge_lines,
     strip_furniture,
@@ -101,8 +101,14 @@ class Linker:
                 clusters=clusters,
                 reposts=reposts,
                 events=events,
-                moved={d: c for d, c in ((d, touched.members[d].cluster_id) for d in touched.stored_cluster) if c != touched.stored_cluster[d]},
-                removed_clusters=[g for g in touched.state.merged_into if g not in touched.state.new_clusters and g in touched.before],
+                moved={
+                    d: touched.members[d].cluster_id
+                    for d, c in touched.stored_cluster.items()
+                    if touched.members[d].cluster_id != c
+                },
+                removed_clusters=[
+                    g for g in touched.state.merged_into if g not in touched.state.new_clusters and g in touched.before
+                ],
                 host_lines=new_lines,
                 host_lines_grown=grown_lines,
                 cleaned_again=list(again.values()),
@@ -152,7 +158,9 @@ class Linker:
             self._remember(page.doc_id, page.signature.shingles)
         self.known.note_sizes(pages)
         candidates = self._plausible(pages, self._candidates(pages)) if pages else {}
-        self._remember_stored({c for cands in candidates.values() for c in cands if c not in batch_ids and c not in self._shingles})
+        self._remember_stored(
+            {c for cands in candidates.values() for c in cands if c not in batch_ids and c not in self._shingles}
+        )
         neighbours: dict[int, dict[int, Similarity]] = {}
         pairs: dict[tuple[int, int], Similarity] = {}
         for page in pages:
@@ -160,7 +168,7 @@ class Linker:
                 page.doc_id, page.signature.shingles, candidates[page.doc_id], self._shingles, self.settings.link
             ):
                 neighbours.setdefault(edge.a, {})[edge.b] = edge.similarity
-                flipped = Similarity(edge.similarity.jaccard, edge.similarity.b_in_a, edge.similarity.a_in_b)
+                flipped = edge.similarity.flipped()
                 neighbours.setdefault(edge.b, {})[edge.a] = flipped
                 key, sim = ((edge.a, edge.b), edge.similarity) if edge.a < edge.b else ((edge.b, edge.a), flipped)
                 pairs[key] = sim
@@ -218,8 +226,7 @@ class Linker:
             if (a, b) in known_pairs:
                 return known_pairs[(a, b)]
             if (b, a) in known_pairs:
-                s = known_pairs[(b, a)]
-                return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+                return known_pairs[(b, a)].flipped()
             if a not in self._shingles or b not in self._shingles:
                 # a member's shingles are made from its body only if a pair needs
                 # them (most pairs of a stored cluster were measured when it was
@@ -329,10 +336,12 @@ class Linker:
             if a in asked:
                 pairs_of.setdefault(a, {})[b] = sim
             if b in asked:
-                pairs_of.setdefault(b, {})[a] = Similarity(sim.jaccard, sim.b_in_a, sim.a_in_b)
+                pairs_of.setdefault(b, {})[a] = sim.flipped()
         return find_hubs(sorted(asked), pairs_of, similarity_of, self.settings.provenance)
 
-    def _note_added_lines(self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]) -> None:
+    def _note_added_lines(
+        self, pages: list[Page], neighbours: dict[int, dict[int, Similarity]], members: dict[int, Member]
+    ) -> None:
         """Set `adds_lines` on the pages that carry a line (a marker other than
         a dateline or another host's furniture, learned or by a rule) that none
         of the pages of other sites they are linked to carries: what a copier
@@ -390,18 +399,11 @@ class Linker:
             return []
         config = self.settings.boilerplate
         stored = self.store.stored_pages({d for row in self.store.host_lines_of(lines.learned_keys) for d in row[3]})
-        furniture_keys = self.known.furniture_keys | lines.learned_keys
-        # whose line each is: the host's own rows for the keys it may take off
-        near_edges = {(p.host, key) for p in stored for key in edge_lines(p.body, config, p.title, reach=2)}
-        own = {(h, k) for h, k, _, story_doc_ids in self.store.host_lines(near_edges) if len(story_doc_ids) >= config.min_stories}
+        # whose line each is: the hosts' own stored rows for the lines they may take off
+        lines.load(self.store.host_lines({(p.host, key) for p in stored for key in edge_lines(p.body, config, p.title, reach=2)}))
         cleaned = []
         for page in stored:
-
-            def rule_of(key: int, host: str = page.host) -> str | None:
-                if key not in furniture_keys:
-                    return None
-                return RULE_ID if (host, key) in own or lines.is_furniture(host, key) else CARRIED_RULE_ID
-
+            rule_of = partial(lines.rule_for, page.host)
             stripped = strip_furniture(page.body, page.text, page.title, config, rule_of)
             if stripped is None:
                 continue
@@ -415,13 +417,15 @@ class Linker:
         """Give `lines` the stored rows of these (host, line key) pairs, and the signatures of their pages."""
         fingerprinting = self.settings.fingerprint
         rows = self.known.stored_lines(keys)
-        lines.load(rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm))
+        lines.load(
+            rows, self.store.signatures_of({d for row in rows for d in row[3]}, fingerprinting.dtype, fingerprinting.num_perm)
+        )
 
     def _strip_learned_boilerplate(self, pages: list[Page]) -> HostLines:
         """Learn each host's furniture from this batch and the stored pages, strip it
         from this batch's pages (re-fingerprinting those that change), and return
         what was learned (its `changed_rows` are to be stored with the batch).
-        The batch's hosts are hashed already (`_link_batch`)."""
+        The batch's hosts are hashed already (`_new_pages`)."""
         config = self.settings.boilerplate
         edges = {p.doc_id: edge_lines(p.cleaned.body, config, p.article.title) for p in pages}
         keys = {(p.article.host or "", key) for p in pages for key in edges[p.doc_id]}

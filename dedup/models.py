@@ -131,6 +131,10 @@ class Similarity:
     a_in_b: float  # share of a's shingles that are in b
     b_in_a: float
 
+    def flipped(self) -> Similarity:
+        """The same pair seen from b."""
+        return Similarity(self.jaccard, self.b_in_a, self.a_in_b)
+
 
 @dataclass
 class Page:

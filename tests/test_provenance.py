@@ -167,8 +167,7 @@ def pair_table(pairs):
     def similarity_of(a, b):
         if (a, b) in pairs:
             return pairs[(a, b)]
-        s = pairs.get((b, a), Similarity(0.0, 0.0, 0.0))
-        return Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+        return pairs.get((b, a), Similarity(0.0, 0.0, 0.0)).flipped()
 
     return similarity_of
 
@@ -177,7 +176,7 @@ def neighbours_of(pairs):
     found = {}
     for (a, b), s in pairs.items():
         found.setdefault(a, {})[b] = s
-        found.setdefault(b, {})[a] = Similarity(s.jaccard, s.b_in_a, s.a_in_b)
+        found.setdefault(b, {})[a] = s.flipped()
     return found
 
 
