@@ -208,7 +208,8 @@ def choose_original(
         return Decision(only.doc_id, 0.5, "single page, no copies found")
     marked = _marked_copies(members)
     copies = [m for m in members if m.doc_id in marked or m.adds_lines]
-    candidates = [m for m in members if not (m.doc_id in marked or m.adds_lines or m.hub or aggregators.holds(m))]
+    copy_ids = {m.doc_id for m in copies}
+    candidates = [m for m in members if not (m.doc_id in copy_ids or m.hub or aggregators.holds(m))]
     votes: Counter[int] = Counter()
     vote_kinds: dict[int, set[str]] = {}
     for member in members:
