@@ -49,7 +49,7 @@ def read_warc(
 ) -> Iterator[FetchedPage]:
     """Yield the response records of a WARC file as fetched pages.
 
-    Records whose URL is in `skip_urls` are passed over without reading their
+    Records whose URL is in `skip_urls` are passed over without parsing their
     payload (an ingest that resumes after a crash skips what it stored).
     Raises ArchiveError when the file is missing or is not a WARC file.
 
@@ -77,29 +77,29 @@ def read_warc(
             try:
                 for record in records:
                     record_offset = start + records.offset  # where this record starts (get_record_offset would read it)
-                    read_any = read_any or record.format.startswith("warc")  # a WARC record, not bytes read as one
+                    is_warc = record.format.startswith("warc")  # a WARC record, not bytes read as one
+                    read_any = read_any or is_warc
                     if on_offset:
                         on_offset(stream.tell())
                     url = record.rec_headers.get_header("WARC-Target-URI") or ""
-                    if record.format.startswith("warc") and not record.rec_headers.get_header("WARC-Record-ID"):
+                    if is_warc and not record.rec_headers.get_header("WARC-Record-ID"):
                         # a header every record has, missing: the file ends inside this record's header
                         yield _damage(path, url or None, f"the record at byte {record_offset} is cut short (in its header)")
                         start = _next_record_start(stream, record_offset + 1)
                         break
-                    if record.rec_type != "response" or url in skip_urls:
-                        records.read_to_end()  # what the iterator does before the next record anyway
-                        end = start + records.offset
-                        continue
-                    page = _page_from_record(record, url, source)
-                    record.raw_stream.read()  # what the record's length says is left, if any
-                    if record.raw_stream.limit:  # the bytes ran out first
-                        start = _next_record_start(stream, record_offset + 1)
-                        where = "the file ends" if start is None else f"the next record starts at byte {start}"
-                        yield _damage(path, url, f"the record at byte {record_offset} is cut short ({where})")
-                        break
-                    records.read_to_end()
+                    page = None
+                    if record.rec_type == "response" and url not in skip_urls:
+                        page = _page_from_record(record, url, source)
+                        record.raw_stream.read()  # what the record's length says is left, if any
+                        if record.raw_stream.limit:  # the bytes ran out first
+                            start = _next_record_start(stream, record_offset + 1)
+                            where = "the file ends" if start is None else f"the next record starts at byte {start}"
+                            yield _damage(path, url, f"the record at byte {record_offset} is cut short ({where})")
+                            break
+                    records.read_to_end()  # what the iterator does before the next record anyway
                     end = start + records.offset
-                    yield page
+                    if page is not None:
+                        yield page
                 else:
                     start = None
                     if _holds_more_than_blank_lines(stream, end):  # a record cut short before it could be read
