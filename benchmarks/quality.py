@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import real_markers
 from results import record, row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,14 +80,11 @@ def measure(shared: Path) -> tuple[list[str], list[str], list[str]]:
             m = score(shared / "wire_score.py", "score", "--db", str(db), "--labels", str(labels))
             recall = f"{_figure(m, 'silver_pair_recall')} / {_figure(m, 'silver_pair_precision')}"
             wire.append(row(name, _figure(m, "wire_honesty"), _figure(m, "wire_credited"), _figure(m, "false_originals"), recall))
-    found = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "real_markers.py"), str(shared / "markers-dev.jsonl")],
-        capture_output=True, text=True, cwd=ROOT,
-    ).stdout  # fmt: skip
-    totals = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[3:7]] for line in found.splitlines() if "| all |" in line}
-    markers, negatives = totals["markers found"], totals["negatives kept"]
+    summed = real_markers.totals(real_markers.check(shared / "markers-dev.jsonl")[0])
+    markers, negatives = summed["marker"], summed["negative"]
     markers_row = row(
-        f"{markers[1]} / {markers[2]} / {markers[3]} of {markers[0]}", f"{negatives[1]} / {negatives[2]} / {negatives[3]} of {negatives[0]}"
+        f"{markers['rules']} / {markers['learned']} / {markers['ok']} of {markers['rows']}",
+        f"{negatives['rules']} / {negatives['copies']} / {negatives['ok']} of {negatives['rows']}",
     )
     return quality, wire, [markers_row]
 

@@ -18,7 +18,7 @@ writing (or, for markers, at its start):
 Prints a table by class and language (found: by the rules or learned), and
 each miss with --details. Exits 1 when a negative sentence is stripped (the
 one outcome the pipeline must never have), else 0.
-`tests/test_real_markers.py` runs it where ../shared exists.
+`tests/test_real_markers.py` and `benchmarks/quality.py` run `check`.
 """
 
 from __future__ import annotations
@@ -129,17 +129,16 @@ def page(host: str, n: int, paragraphs: list[str]) -> FetchedPage:
     )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("markers", nargs="?", type=Path, default=DEFAULT_MARKERS)
-    parser.add_argument("--details", action="store_true", help="print every miss")
-    args = parser.parse_args(argv)
-    if not args.markers.exists():
-        print(f"{args.markers}: not found (the benchmark corpora are in ../shared/repostbench)", file=sys.stderr)
-        return 2
-    rows = [json.loads(line) for line in args.markers.read_text(encoding="utf-8").splitlines() if line.strip()]
+Tallies = dict[tuple[str, str], Counter]  # ("marker" or "negative", language) -> counts
+
+
+def check(markers: Path) -> tuple[Tallies, list[tuple]]:
+    """Each row of `markers` through the rules and the learned layer: the
+    counts by class and language ("rows", "rules", "learned" or "copies",
+    "ok": found or kept) and the misses (row, class, language, outcome, text)."""
+    rows = [json.loads(line) for line in markers.read_text(encoding="utf-8").splitlines() if line.strip()]
     config = CleanConfig()
-    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    counts: Tallies = defaultdict(Counter)
     misses = []
     with tempfile.TemporaryDirectory() as folder:
         for n, row in enumerate(rows):
@@ -155,19 +154,38 @@ def main(argv: list[str] | None = None) -> int:
             tally.update({name: int(value) for name, value in outcome.items()})
             if not all(outcome.values()):
                 misses.append((n, kind, row["lang"], outcome, text))
+    return counts, misses
+
+
+def totals(counts: Tallies) -> dict[str, Counter]:
+    """The counts of "marker" and "negative" over every language."""
+    summed: dict[str, Counter] = defaultdict(Counter)
+    for (what, _), tally in counts.items():
+        summed[what].update(tally)
+    return summed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("markers", nargs="?", type=Path, default=DEFAULT_MARKERS)
+    parser.add_argument("--details", action="store_true", help="print every miss")
+    args = parser.parse_args(argv)
+    if not args.markers.exists():
+        print(f"{args.markers}: not found (the benchmark corpora are in ../shared/repostbench)", file=sys.stderr)
+        return 2
+    counts, misses = check(args.markers)
+    summed = totals(counts)
     print("| rows | language | n | by the rules | learned / in copies | found / kept |")
     print("|---|---|---|---|---|---|")
-    totals: dict[str, Counter] = defaultdict(Counter)
     for (what, lang), tally in sorted(counts.items()):
-        totals[what].update(tally)
         print(_row(what, lang, tally))
-    for what, tally in sorted(totals.items()):
+    for what, tally in sorted(summed.items()):
         print(_row(what, "all", tally))
     if args.details:
         for n, kind, lang, outcome, text in misses:
             said = ", ".join(f"{name} {'ok' if value else 'MISS'}" for name, value in outcome.items() if name != "ok")
             print(f"row {n} {kind} {lang}: {said}: {text[:120]}")
-    return 1 if totals["negative"]["rows"] != totals["negative"]["ok"] else 0
+    return 1 if summed["negative"]["rows"] != summed["negative"]["ok"] else 0
 
 
 def _row(what: str, lang: str, tally: Counter) -> str:
