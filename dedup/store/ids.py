@@ -122,5 +122,3 @@ def rows_by_rowid(con: duckdb.DuckDBPyConnection, table: str, columns: str, rowi
         f"SELECT {columns} FROM {table} t SEMI JOIN (SELECT unnest(?::BIGINT[]) AS wanted) w ON t.rowid = w.wanted",
         [rowids],
     ).fetchall()
-
-

@@ -23,7 +23,6 @@ from dedup.store.ids import fetch_by_ids, fetch_by_ids_concurrently, id_queries,
 class Reads:
     """The reads of a run (each through `connect`: the session's connection when there is one)."""
 
-
     def known_urls(self) -> set[str]:
         """Every stored URL (a WARC reader skips them: see `stored_urls` for a few)."""
         with self.connect() as con:

@@ -22,7 +22,6 @@ def migrations() -> list[tuple[int, str, str]]:
 class Schema:
     """Migrations, the settings signatures were made with, the database's id, runs."""
 
-
     def migrate(self) -> None:
         with self.connect() as con:
             con.execute(
