@@ -42,14 +42,10 @@ class Settings:
     fingerprint: FingerprintConfig = field(default_factory=FingerprintConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)
-    # Pages per batch: one transaction, one task run. Large enough that the
-    # per-task cost of the orchestrator is noise, small enough that a crash
-    # loses little work. Each batch has a fixed cost (some 30 DuckDB
-    # statements, an LSH search of each saved table, a task run): 10,000
-    # pages into a million linked at 1,614 and 1,745 docs/s in batches of
-    # 400, against 1,257 and 1,532 in batches of 200 (into an empty
-    # database 3,562 and 3,863 against 2,830 and 2,924), with the same
-    # clusters on the dev corpus.
+    # Pages per batch: one transaction, one task run. Large enough that a
+    # batch's fixed cost (its DuckDB statements, an LSH search of each saved
+    # table, a task run) is small per page, small enough that a crash loses
+    # little work (docs/internals.md, "Batch size").
     batch_size: int = 400
     # Pages per piece of a batch that one worker prepares (extract, clean,
     # fingerprint): a batch goes to the workers in pieces, so that at the

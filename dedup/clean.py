@@ -8,7 +8,6 @@ tolerates full-width characters, punctuation and spacing variants.
 Rule fields:
   id          unique name, reported in `markers.rule`
   kind        disclaimer | credit | dateline | boilerplate
-  lang        language code, or "*" for any
   all         regexes that must all match the folded paragraph
   none        regexes that, if any matches, veto the rule (guards)
   max_chars   the rule only applies to paragraphs up to this length
@@ -152,7 +151,6 @@ def _sequence_literals(items: list, ops) -> frozenset[str] | None:
 class Rule:
     id: str
     kind: str
-    lang: str
     all: tuple[Regex, ...]
     none: tuple[Regex, ...] = ()
     max_chars: int = 600
@@ -248,13 +246,12 @@ def _rule_from_table(table: dict, where: str) -> Rule:
     if not patterns:
         raise RuleError(f"{where}: needs `all`, a list of one or more regexes")
     source = table.get("source")
-    unknown = set(table) - {"id", "kind", "lang", "all", "none", "max_chars", "zone", "marks_copy", "source", "keep"}
+    unknown = set(table) - {"id", "kind", "all", "none", "max_chars", "zone", "marks_copy", "source", "keep"}
     if unknown:
         raise RuleError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     return Rule(
         id=rule_id,
         kind=kind,
-        lang=str(table.get("lang", "*")),
         all=tuple(_regex(p, where) for p in patterns),
         none=tuple(_regex(p, where) for p in table.get("none", [])),
         max_chars=int(table.get("max_chars", 600)),

@@ -91,7 +91,7 @@ def _powers(n: int) -> np.ndarray:
 class FingerprintConfig:
     # Word 5-grams: long enough that two unrelated stories share almost none
     # (median 0.0 on the dev corpus), short enough that a typo or a changed
-    # quote mark costs a copy only a few shingles. See README "Thresholds".
+    # quote mark costs a copy only a few shingles. See README "How it decides".
     word_ngram: int = 5
     # Character n-grams for text that is mostly Chinese or Japanese.
     cjk_ngram: int = 4

@@ -191,7 +191,7 @@ class Linker:
         for doc_id, cleaned_again in again.items():
             members[doc_id].n_shingles = cleaned_again.signature.n_shingles
         for page in pages:
-            members[page.doc_id] = _member_of(page)
+            members[page.doc_id] = Member.of_page(page)
         before = self.store.clusters_before(touched_before)
         cluster_members: dict[int, list[int]] = {}
         for member in cluster_rows:
@@ -469,20 +469,3 @@ def _own_lines(markers: Iterable[Marker]) -> set[str]:
     """The folded lines of a page that may be its host's additions (not
     datelines, not another host's furniture carried along)."""
     return {fold(m.text) for m in markers if m.kind != "dateline" and m.rule != CARRIED_RULE_ID}
-
-
-def _member_of(page: Page) -> Member:
-    cleaned = page.cleaned
-    return Member(
-        doc_id=page.doc_id,
-        url=cleaned.article.url,
-        host=cleaned.article.host,
-        n_shingles=page.signature.n_shingles,
-        marks_copy=cleaned.marks_copy,
-        published_at=cleaned.article.published_at,
-        first_seen_run=page.first_seen_run or 0,
-        copy_marker_texts=tuple(m.text for m in cleaned.markers if m.marks_copy),
-        credit_texts=tuple(m.text for m in cleaned.markers if m.marks_copy and m.kind == "credit"),
-        attributions=cleaned.attributions,
-        site_name=cleaned.article.site_name,
-    )

@@ -6,7 +6,8 @@ stage can be tested on its own and its contract is readable here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -178,6 +179,34 @@ class Member:
     # holds several stories (find_hubs)
     hub: bool = False
 
+    @classmethod
+    def with_markers(cls, copy_markers: Iterable[tuple[str, str]], **fields: object) -> Member:
+        """A member whose copy markers are given as (text, kind) in page order;
+        its credits are those of kind "credit"."""
+        copy_markers = list(copy_markers)
+        return cls(
+            copy_marker_texts=tuple(text for text, _ in copy_markers),
+            credit_texts=tuple(text for text, kind in copy_markers if kind == "credit"),
+            **fields,
+        )
+
+    @classmethod
+    def of_page(cls, page: Page) -> Member:
+        """A page in hand, as cleaning left it."""
+        cleaned, article = page.cleaned, page.cleaned.article
+        return cls.with_markers(
+            ((m.text, m.kind) for m in cleaned.markers if m.marks_copy),
+            doc_id=page.doc_id,
+            url=article.url,
+            host=article.host,
+            n_shingles=page.signature.n_shingles,
+            marks_copy=cleaned.marks_copy,
+            published_at=article.published_at,
+            first_seen_run=page.first_seen_run or 0,
+            attributions=cleaned.attributions,
+            site_name=article.site_name,
+        )
+
 
 @dataclass(frozen=True)
 class StoredPage:
@@ -241,12 +270,3 @@ class ClusterEvent:
     kind: str  # created, grew, merged, original_changed, cleaned_again
     detail: str
     other_cluster_id: int | None = None
-
-
-@dataclass
-class ProvenanceResult:
-    clusters: list[Cluster] = field(default_factory=list)
-    reposts: list[Repost] = field(default_factory=list)
-    events: list[ClusterEvent] = field(default_factory=list)
-    # doc_id -> cluster_id for every page whose cluster was (re)decided
-    assignment: dict[int, int] = field(default_factory=dict)

@@ -201,19 +201,17 @@ class Reads:
                 "attributions",
                 ids,
             )
-        markers: dict[int, list[str]] = {}
-        credits: dict[int, list[str]] = {}
+        markers: dict[int, list[tuple[str, str]]] = {}
         for doc_id, text, _, kind in sorted(marker_rows, key=lambda r: (r[0], r[2])):
-            markers.setdefault(doc_id, []).append(text)
-            if kind == "credit":
-                credits.setdefault(doc_id, []).append(text)
+            markers.setdefault(doc_id, []).append((text, kind))
         attributions: dict[int, list[Attribution]] = {}
         for doc_id, kind, strength, name, url in attribution_rows:
             attributions.setdefault(doc_id, []).append(
                 Attribution(kind=kind, strength=strength, source_name=name, source_url=url)
             )
         return [
-            Member(
+            Member.with_markers(
+                markers.get(doc_id, ()),
                 doc_id=doc_id,
                 url=url,
                 host=host or "",
@@ -221,8 +219,6 @@ class Reads:
                 marks_copy=marks_copy,
                 published_at=published_at,
                 first_seen_run=run_id,
-                copy_marker_texts=tuple(markers.get(doc_id, ())),
-                credit_texts=tuple(credits.get(doc_id, ())),
                 attributions=tuple(attributions.get(doc_id, ())),
                 cluster_id=cluster_id,
                 site_name=site_name,
