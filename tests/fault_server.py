@@ -23,6 +23,7 @@ CAFE_STORY = [
 ]
 MAX_BYTES = 200_000  # the size cap the fault tests fetch with
 SLOW_S = 3  # longer than the tests' timeout
+HANG_S = 30  # longer than any test waits: a server that never answers
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -31,8 +32,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class FaultServer:
-    def __init__(self) -> None:
+    def __init__(self, crawl_delay: float | None = None) -> None:
         self.hits: Counter[str] = Counter()
+        self.crawl_delay = crawl_delay
+        self.asked: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,6 +47,7 @@ class FaultServer:
             def do_GET(self) -> None:  # noqa: N802 - the http.server name
                 path = self.path.split("?")[0]
                 server.hits[path] += 1
+                server.asked.append((time.monotonic(), self.path))
                 server.hits[self.path] += 1 if self.path != path else 0
                 server.serve(self, path, server.hits[self.path])
 
@@ -76,7 +80,10 @@ class FaultServer:
     def serve(self, h, path: str, hit: int) -> None:  # noqa: C901, PLR0912 - one branch per fault
         send = self._send
         if path == "/robots.txt":
-            send(h, 200, b"User-agent: *\nDisallow: /private/\n", "text/plain")
+            delay = f"Crawl-delay: {self.crawl_delay:g}\n" if self.crawl_delay else ""
+            send(h, 200, f"User-agent: *\nDisallow: /private/\n{delay}".encode(), "text/plain")
+        elif path.startswith("/hang"):
+            time.sleep(HANG_S)
         elif path in ("/article", "/private/page"):
             send(h, 200, ARTICLE.encode())
         elif path == "/slow":

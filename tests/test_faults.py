@@ -4,6 +4,7 @@ and never stops the run."""
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import duckdb
 import pytest
 
 from dedup.batch import Settings, prepare_pages
-from dedup.fetch import ROBOTS_DISALLOWED, FetchConfig, Fetcher
+from dedup.fetch import DEADLINE, HOST_NOT_ANSWERING, ROBOTS_DISALLOWED, RUN_STOPPED, FetchConfig, Fetcher
 from flows.pipeline import crawl_flow
 from tests.fault_server import MAX_BYTES, FaultServer
 
@@ -117,6 +118,53 @@ def test_a_crawl_through_every_fault_records_each_and_keeps_the_good_pages(fault
         assert (error is None) == (reason is None) and (reason is None or error.startswith(reason)), (path, error)
     assert faults.url("/article") in stored and faults.url("/busy-once") in stored
     assert summary["failed"] == sum(1 for reason, _ in FAULTS.values() if reason)
+
+
+# a hung server against a short deadline: each attempt could wait 5 s, the URL gets 1.5 s in all
+HURRIED = FetchConfig(ssrf_protection=False, timeout_s=5, deadline_s=1.5, host_delay_s=0)
+
+
+def test_a_url_gets_its_deadline_in_all_and_no_more(faults):
+    started = time.monotonic()
+    [page] = Fetcher(HURRIED).fetch([faults.url("/hang?deadline=1")])
+    took = time.monotonic() - started
+    assert page.error == f"{DEADLINE} (1.5 s)" and page.html is None
+    assert 1.5 <= took < 3.0, took
+
+
+def test_a_host_that_stops_answering_is_skipped_and_the_other_hosts_go_on(faults):
+    with FaultServer() as healthy:
+        hung = [faults.url(f"/hang?breaker={n}") for n in range(6)]
+        articles = [healthy.url(f"/article?breaker={n}") for n in range(4)]
+        started = time.monotonic()
+        pages = Fetcher(HURRIED).fetch(hung + articles)
+        took = time.monotonic() - started
+    errors = [p.error for p in pages]
+    assert errors[:3] == [f"{DEADLINE} (1.5 s)"] * 3  # three in a row trip the breaker
+    assert errors[3:6] == [HOST_NOT_ANSWERING] * 3  # not asked: recorded, for the next run
+    assert errors[6:] == [None] * 4 and all(p.status == 200 for p in pages[6:])
+    assert took < 3 * 1.5 + 2.0, took
+    # the healthy host was served while the hung one held its thread
+    assert max(t for t, path in healthy.asked) - started < 1.5
+
+
+def test_robots_crawl_delay_spaces_a_hosts_requests():
+    with FaultServer(crawl_delay=1) as slow_host:  # whole seconds: what Python's robots.txt parser reads
+        polite = FetchConfig(ssrf_protection=False, timeout_s=1, host_delay_s=0.1)
+        pages = Fetcher(polite).fetch([slow_host.url(f"/article?n={n}") for n in range(3)])
+        times = [t for t, _ in slow_host.asked]  # robots.txt, then the three pages
+    assert [p.status for p in pages] == [200, 200, 200]
+    assert [path for _, path in slow_host.asked][0] == "/robots.txt"
+    assert all(later - earlier >= 1.0 for earlier, later in zip(times, times[1:], strict=False)), times
+
+
+def test_a_stopped_fetcher_gives_up_at_once_and_records_what_it_did_not_fetch(faults):
+    fetcher = Fetcher(FetchConfig(ssrf_protection=False, timeout_s=20, deadline_s=60, host_delay_s=0))
+    threading.Timer(0.5, fetcher.stop).start()
+    started = time.monotonic()
+    pages = fetcher.fetch([faults.url("/hang?stop=1"), faults.url("/article?stop=1")])
+    assert time.monotonic() - started < 2.0
+    assert [p.error for p in pages] == [RUN_STOPPED, RUN_STOPPED]
 
 
 # a run's process: a handler on the root logger to the terminal (Prefect's console handler in a run)
