@@ -13,10 +13,11 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
-from flows.errors import UserError
+from flows.errors import Stopped, UserError
 
 DEFAULT_DB = "reposts.duckdb"
 
@@ -286,14 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crawl.add_argument("--host-delay", type=float, help="seconds between two requests to one host (default 2)")
     crawl.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
-    crawl.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    crawl.add_argument("--batch-size", type=int, help="pages per batch (default: the setting batch_size, 400)")
     _scale_options(crawl)
     crawl.set_defaults(func=cmd_crawl)
 
     ingest = sub.add_parser("ingest", parents=[common], help="read WARC files (.warc, .warc.gz)")
     ingest.add_argument("warc", nargs="+", help="WARC files")
     ingest.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
-    ingest.add_argument("--batch-size", type=int, help="pages per batch (default 200)")
+    ingest.add_argument("--batch-size", type=int, help="pages per batch (default: the setting batch_size, 400)")
     _scale_options(ingest)
     ingest.set_defaults(func=cmd_ingest)
 
@@ -347,14 +348,29 @@ def quiet_libraries(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(args.verbose)
+    signal.signal(signal.SIGTERM, _stop_on_signal)  # a flow run puts Prefect's own in its place while it runs
     try:
         return args.func(args)
     except _user_errors() as exc:  # an except clause's classes are looked up only when something is raised
         print(f"reposts: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("reposts: interrupted", file=sys.stderr)
-        return 130
+    except BaseException as exc:
+        number = getattr(exc, "signal", signal.SIGINT) if isinstance(exc, KeyboardInterrupt | _termination()) else None
+        if number is None:
+            raise
+        name = signal.Signals(number).name
+        print(f"reposts: stopped by {name}; the batches stored before it stay, the run is recorded as interrupted", file=sys.stderr)
+        return 128 + number
+
+
+def _stop_on_signal(number: int, _frame: object) -> None:
+    raise Stopped(number)
+
+
+def _termination() -> type[BaseException]:
+    """Prefect's exception for SIGTERM in a flow run (imported only if Prefect is)."""
+    prefect_exceptions = sys.modules.get("prefect.exceptions")
+    return prefect_exceptions.TerminationSignal if prefect_exceptions else Stopped
 
 
 def run() -> None:

@@ -8,6 +8,7 @@ order, one transaction each. Everything they call lives in `dedup`.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.exceptions import TerminationSignal
 from prefect.utilities.annotations import quote
 
 from dedup.ahead import PreparedAhead, prepare_warcs_ahead
@@ -84,6 +86,22 @@ def cpu_workers(dask_address: str | None) -> Iterator[Executor | None]:
 
     with DaskTaskRunner(address=dask_address) as runner:
         yield runner.client.get_executor()
+
+
+@contextmanager
+def recorded_if_stopped(store: Store, run_id: int, stop: Callable[[], None] | None = None) -> Iterator[None]:
+    """A run asked to stop (Ctrl-C, or SIGTERM: what Prefect's Cancel, systemd
+    and Kubernetes send) stops its other work (`stop`) and is recorded in
+    `runs` as interrupted, with the signal's name in `stats`; the batch being
+    written when it came was rolled back, the batches before it stay."""
+    try:
+        yield
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        if stop:
+            stop()
+        number = getattr(exc, "signal", signal.SIGINT)  # a KeyboardInterrupt is Ctrl-C
+        store.finish_run(run_id, {"run_id": run_id, "interrupted": signal.Signals(number).name})
+        raise
 
 
 def _flow_run_id() -> str | None:
@@ -175,8 +193,9 @@ def ingest_flow(
     with store.exclusive_run(run_description("ingest", len(warc_paths))), cpu_workers(dask_address) as executor:
         params = {"warc_paths": warc_paths, "workers": workers, "dask_address": dask_address}
         run_id = store.start_run("ingest", _flow_run_id(), params)
-        ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers, executor)
-        stats = _link_all(store, settings, run_id, ahead, progress, monitor)
+        with recorded_if_stopped(store, run_id):
+            ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers, executor)
+            stats = _link_all(store, settings, run_id, ahead, progress, monitor)
         summary = {"run_id": run_id, **asdict(stats)}
         store.finish_run(run_id, summary)
     monitor.finish(store, run_id, summary)
@@ -196,6 +215,7 @@ def crawl_flow(
     allow_private_network: bool = False,
     progress: ProgressCallback | None = None,
     dask_address: str | None = None,
+    host_delay_s: float | None = None,
 ) -> dict:
     """Fetch pages, and the articles that feeds and sitemaps list, into the database and link the copies.
 
@@ -205,8 +225,12 @@ def crawl_flow(
     capture is kept). `allow_private_network` turns the SSRF guard off for
     this run (intranet sources, tests); it stays on otherwise. The CPU stages
     run in `workers` local processes, or on the Dask cluster at `dask_address`.
+    `host_delay_s` sets the seconds between two requests to one host (a
+    robots.txt `Crawl-delay` that asks for more is honoured).
     """
     settings = settings or default_settings()
+    if host_delay_s is not None:
+        settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=host_delay_s))
     if allow_private_network:
         settings = replace(settings, fetch=replace(settings.fetch, ssrf_protection=False))
     sources = check_sources(sources_of(urls, feeds, sitemaps) + (read_sources(sources_file) if sources_file else []))
@@ -232,43 +256,44 @@ def _crawl(
     params = {"sources": len(sources), "sources_file": sources_file, "refresh": refresh}
     run_id = store.start_run("crawl", _flow_run_id(), params)
     fetcher = Fetcher(settings.fetch)
-    listed = [s for s in sources if s.kind != "page"]
-    found = discover_urls(fetcher, listed, len(listed)) if listed else []
-    urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
-    known = store.stored_urls(urls)
-    todo = urls if refresh else [u for u in urls if u not in known]
-    fetched_so_far = {"urls": 0}
-    # a feed or sitemap that gave nothing is recorded in `fetches` with the first batch
-    failed_sources = [_failed_source(d) for d in found if d.error]
+    with recorded_if_stopped(store, run_id, fetcher.stop):
+        listed = [s for s in sources if s.kind != "page"]
+        found = discover_urls(fetcher, listed, len(listed)) if listed else []
+        urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
+        known = store.stored_urls(urls)
+        todo = urls if refresh else [u for u in urls if u not in known]
+        fetched_so_far = {"urls": 0}
+        # a feed or sitemap that gave nothing is recorded in `fetches` with the first batch
+        failed_sources = [_failed_source(d) for d in found if d.error]
 
-    def fetched() -> Iterator[list[FetchedPage]]:
-        if failed_sources:
-            monitor.fetched(failed_sources)
-            yield failed_sources
-        for batch in batches_of(todo, settings.batch_size):
-            # fetching takes network time, in the linker's thread: the database is not held meanwhile
-            store.release()
-            pages = fetch_batch(fetcher, batch, len(batch))
-            monitor.fetched(pages)
-            fetched_so_far["urls"] += len(batch)
-            yield pages
+        def fetched() -> Iterator[list[FetchedPage]]:
+            if failed_sources:
+                monitor.fetched(failed_sources)
+                yield failed_sources
+            for batch in batches_of(todo, settings.batch_size):
+                # fetching takes network time, in the linker's thread: the database is not held meanwhile
+                store.release()
+                pages = fetch_batch(fetcher, batch, len(batch))
+                monitor.fetched(pages)
+                fetched_so_far["urls"] += len(batch)
+                yield pages
 
-    ahead = PreparedAhead(
-        fetched(),
-        settings,
-        workers,
-        ahead=workers + 1,
-        input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
-        executor=executor,
-    )
-    stats = _link_all(store, settings, run_id, ahead, progress, monitor)
-    summary = {
-        "run_id": run_id,
-        "discovered": sum(len(d.urls) for d in found),
-        "skipped_known": len(urls) - len(todo),
-        "refetched_known": sum(1 for u in todo if u in known),
-        **asdict(stats),
-    }
+        ahead = PreparedAhead(
+            fetched(),
+            settings,
+            workers,
+            ahead=workers + 1,
+            input_read=lambda: fetched_so_far["urls"] / max(1, len(todo)),
+            executor=executor,
+        )
+        stats = _link_all(store, settings, run_id, ahead, progress, monitor)
+        summary = {
+            "run_id": run_id,
+            "discovered": sum(len(d.urls) for d in found),
+            "skipped_known": len(urls) - len(todo),
+            "refetched_known": sum(1 for u in todo if u in known),
+            **asdict(stats),
+        }
     store.finish_run(run_id, summary)
     return summary
 

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from dedup.store import Store, StoreError
 from flows.cli import main
 from flows.errors import UserError
+from tests.fault_server import FaultServer
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
 from tests.test_archive import write_warc
 
@@ -175,3 +177,76 @@ def test_a_run_holding_its_connection_lets_a_waiting_reader_in_at_its_next_batch
         with store.session():
             assert store.stored_through(10) == (0, None)
     assert store._held is None
+
+
+def _left_in_group(pgid: int) -> list[str]:
+    """The processes still in a process group, given a few seconds to go."""
+    deadline = time.monotonic() + 5
+    while True:
+        left = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _run_rows(db: str) -> list[tuple]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return con.execute("SELECT run_id, finished_at IS NOT NULL, stats->>'interrupted' FROM runs ORDER BY run_id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_crawl_waiting_on_a_silent_host_stops_within_seconds_when_asked(tmp_path, stop):
+    """SIGTERM (Prefect's Cancel, systemd, Kubernetes) goes to the run's
+    process; Ctrl-C to the terminal's whole process group."""
+    db = str(tmp_path / "stopped.duckdb")
+    with FaultServer() as server:
+        command = [REPOSTS, "--db", db, "crawl", "--allow-private-network", "--host-delay", "0"]
+        process = subprocess.Popen(
+            [*command, server.url("/article"), server.url("/hang?stop=1")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not server.hits["/hang"] and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.hits["/hang"], "the crawl never reached the silent host"
+        time.sleep(0.5)
+        asked = time.monotonic()
+        (os.killpg if stop == signal.SIGINT else os.kill)(process.pid, stop)
+        _, err = process.communicate(timeout=60)
+        took = time.monotonic() - asked
+    assert took < 10, took
+    assert process.returncode == 128 + stop, err[-2000:]
+    assert f"stopped by {stop.name}" in err.splitlines()[-1]
+    assert _run_rows(db) == [(1, True, stop.name)]
+    assert _left_in_group(process.pid) == []
+
+
+def test_an_ingest_stopped_mid_run_keeps_its_whole_batches_and_is_finished_by_the_next_run(tmp_path):
+    warc = story_warc(tmp_path / "stories.warc.gz")
+    db = str(tmp_path / "stopped.duckdb")
+    process = subprocess.Popen(
+        ingest_command(db, warc), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while pages_so_far(db) < 8 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    asked = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - asked < 10
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert _run_rows(db) == [(1, True, "SIGTERM")]
+    pages, _, _ = stored(db)
+    assert 8 <= pages < 2 * N_STORIES, "stopped mid-way, with what was committed before it"
+    assert _left_in_group(process.pid) == []
+
+    rerun = subprocess.run(ingest_command(db, warc), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    pages, distinct, clusters = stored(db)
+    assert pages == distinct == 2 * N_STORIES and len(clusters) == N_STORIES

@@ -36,7 +36,7 @@ class Schema:
                     con.execute(sql)
                     con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, name, utc_now()])
                     con.execute("COMMIT")
-                except Exception:
+                except BaseException:  # an interrupt (Ctrl-C, SIGTERM) too
                     con.execute("ROLLBACK")
                     raise
 

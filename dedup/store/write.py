@@ -149,7 +149,7 @@ class BatchWriting:
                 _bulk_insert(con, "host_lines", [list(row) for row in batch.host_lines])
                 _bulk_insert(con, "host_lines", [list(row) for row in batch.host_lines_grown], replacing=("host", "line_key"))
                 con.execute("COMMIT")
-            except Exception:
+            except BaseException:  # an interrupt (Ctrl-C, SIGTERM) too
                 con.execute("ROLLBACK")
                 raise
 
