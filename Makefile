@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services ui lint bench quality clean
+.PHONY: run test test-fast services ui lint bench quality clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(STAMP)
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest
+
+# the stages alone: no Prefect, no servers, no processes (under 30 s)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not flows"
 
 # redis-server, which the tests of the Redis LSH index start (from Debian's
 # packages, as root or through sudo; elsewhere install it yourself, or those

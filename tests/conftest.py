@@ -55,3 +55,19 @@ def httpserver(httpserver):
     so that robots.txt reads as absent instead of as a server error to retry."""
     httpserver.no_handler_status_code = 404
     return httpserver
+
+
+# Modules that start processes, servers or Prefect runs: `make test-fast`
+# (pytest -m "not flows") leaves them out, and any test that uses the
+# Prefect harness.
+_FLOW_MODULES = {"test_crash", "test_distributed", "test_faults", "test_flows", "test_local_api", "test_prefect_server", "test_real_markers"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "flows: runs processes, servers or Prefect flows (left out by `make test-fast`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in _FLOW_MODULES or "prefect_harness" in item.fixturenames:
+            item.add_marker(pytest.mark.flows)
