@@ -27,6 +27,7 @@ from trafilatura.downloads import fetch_response
 from trafilatura.settings import use_config
 
 from dedup.discover import Discovered, Source, discover_source
+from dedup.evidence import WarcEvidence
 from dedup.models import FetchedPage
 
 USER_AGENT = "reposts/0.1 (repost provenance crawler)"
@@ -139,9 +140,12 @@ def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser |
     return html_or_error(download(url, config, trafilatura_config))
 
 
-def download(url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None) -> FetchedPage:
+def download(
+    url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None, evidence: WarcEvidence | None = None
+) -> FetchedPage:
     """Download one URL, whatever its content type (a feed, a sitemap);
-    never raises for network faults, records them instead."""
+    never raises for network faults, records them instead. An answer is
+    written to `evidence` as it came."""
     started = time.perf_counter()
     fetched_at = datetime.now(UTC).replace(tzinfo=None)
     traf_config = trafilatura_config or config.trafilatura_config()
@@ -157,6 +161,8 @@ def download(url: str, config: FetchConfig, trafilatura_config: ConfigParser | N
         return FetchedPage(url=url, source="http", fetched_at=fetched_at, error=_one_line(reason, url), elapsed_ms=elapsed_ms)
     headers = response.headers or {}
     content_type = headers.get("content-type") or headers.get("Content-Type")
+    if evidence is not None:
+        evidence.keep(response.url or url, response.status, response.headers, bytes(response.data or b""), fetched_at)
     return FetchedPage(
         url=url,
         source="http",
@@ -263,10 +269,12 @@ class Fetcher:
     refusals in a row) is skipped for the rest of the run. robots.txt is read
     once per host and run; a disallowed URL is recorded, not fetched. `stop`
     ends the work at once: the URLs not fetched are recorded as skipped.
+    Every answer is written to `evidence`, when given, as it comes.
     """
 
-    def __init__(self, config: FetchConfig) -> None:
+    def __init__(self, config: FetchConfig, evidence: WarcEvidence | None = None) -> None:
         self.config = config
+        self.evidence = evidence
         self._traf_config = config.trafilatura_config()
         self._stopped = threading.Event()
         self._turns = HostTurns(config, self._stopped)
@@ -379,7 +387,7 @@ class Fetcher:
 
         def download_one() -> None:
             try:
-                answer.append(download(url, self.config, self._traf_config))
+                answer.append(download(url, self.config, self._traf_config, self.evidence))
             finally:
                 done.set()
 

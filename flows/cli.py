@@ -99,6 +99,8 @@ def _print_summary(summary: dict, db: str) -> None:
     )
     for reason, count in sorted(summary.get("errors", {}).items(), key=lambda kv: -kv[1]):
         print(f"  failed: {count} x {reason}")
+    if summary.get("warc"):
+        print(f"what was fetched: {summary['warc']}")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -174,6 +176,8 @@ def cmd_crawl(args: argparse.Namespace) -> int:
                     workers=args.workers,
                     allow_private_network=args.allow_private_network,
                     progress=progress,
+                    warc_dir=args.warc_dir,
+                    keep_warc=not args.no_warc,
                 )
         finally:
             progress.close()
@@ -286,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow fetching loopback and private addresses (intranet use; off by default)",
     )
     crawl.add_argument("--host-delay", type=float, help="seconds between two requests to one host (default 2)")
+    crawl.add_argument("--warc-dir", help="where the run's WARC file of what it fetched goes (default: <db>.warc/)")
+    crawl.add_argument("--no-warc", action="store_true", help="keep no WARC file of what the run fetched")
     crawl.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
     crawl.add_argument("--batch-size", type=int, help="pages per batch (default: the setting batch_size, 400)")
     _scale_options(crawl)

@@ -26,6 +26,7 @@ from dedup.ahead import PreparedAhead, prepare_warcs_ahead
 from dedup.batch import BatchStats, PreparedBatch, Settings, batches_of, open_store, run_description
 from dedup.clean import CleanConfig, rules_for
 from dedup.discover import Discovered, Source
+from dedup.evidence import WarcEvidence
 from dedup.fetch import Fetcher
 from dedup.linker import Linker
 from dedup.models import FetchedPage
@@ -216,6 +217,8 @@ def crawl_flow(
     progress: ProgressCallback | None = None,
     dask_address: str | None = None,
     host_delay_s: float | None = None,
+    warc_dir: str | None = None,
+    keep_warc: bool = True,
 ) -> dict:
     """Fetch pages, and the articles that feeds and sitemaps list, into the database and link the copies.
 
@@ -226,7 +229,9 @@ def crawl_flow(
     this run (intranet sources, tests); it stays on otherwise. The CPU stages
     run in `workers` local processes, or on the Dask cluster at `dask_address`.
     `host_delay_s` sets the seconds between two requests to one host (a
-    robots.txt `Crawl-delay` that asks for more is honoured).
+    robots.txt `Crawl-delay` that asks for more is honoured). What the run
+    fetched is written to `<warc_dir>/run-N.warc.gz` (default: the folder
+    `<db>.warc` next to the database) unless `keep_warc` is false.
     """
     settings = settings or default_settings()
     if host_delay_s is not None:
@@ -237,7 +242,8 @@ def crawl_flow(
     monitor = RunMonitor("crawl")
     store = open_store(db, settings)
     with store.exclusive_run(run_description("crawl", len(sources))), cpu_workers(dask_address) as executor:
-        summary = _crawl(store, settings, sources, sources_file, refresh, workers, executor, progress, monitor)
+        evidence_dir = None if not keep_warc else Path(warc_dir) if warc_dir else store.path.with_name(store.path.name + ".warc")
+        summary = _crawl(store, settings, sources, sources_file, refresh, workers, executor, progress, monitor, evidence_dir)
     monitor.finish(store, summary["run_id"], summary)
     return summary
 
@@ -252,11 +258,13 @@ def _crawl(
     executor: Executor | None,
     progress: ProgressCallback | None,
     monitor: RunMonitor,
+    evidence_dir: Path | None,
 ) -> dict:
     params = {"sources": len(sources), "sources_file": sources_file, "refresh": refresh}
     run_id = store.start_run("crawl", _flow_run_id(), params)
-    fetcher = Fetcher(settings.fetch)
-    with recorded_if_stopped(store, run_id, fetcher.stop):
+    evidence = WarcEvidence(evidence_dir / f"run-{run_id}.warc.gz", settings.fetch.user_agent) if evidence_dir else None
+    fetcher = Fetcher(settings.fetch, evidence)
+    with recorded_if_stopped(store, run_id, fetcher.stop), _closed_at_end(evidence):
         listed = [s for s in sources if s.kind != "page"]
         found = discover_urls(fetcher, listed, len(listed)) if listed else []
         urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
@@ -292,10 +300,20 @@ def _crawl(
             "discovered": sum(len(d.urls) for d in found),
             "skipped_known": len(urls) - len(todo),
             "refetched_known": sum(1 for u in todo if u in known),
+            "warc": str(evidence.path) if evidence else None,
             **asdict(stats),
         }
     store.finish_run(run_id, summary)
     return summary
+
+
+@contextmanager
+def _closed_at_end(evidence: WarcEvidence | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if evidence:
+            evidence.close()
 
 
 def _failed_source(found: Discovered) -> FetchedPage:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from warcio.archiveiterator import ArchiveIterator
 from werkzeug import Response
 
 from dedup.batch import Settings, open_store, prepare_pages
@@ -71,6 +72,37 @@ def test_crawl_links_the_copy_and_records_every_fetch(httpserver, db_path):
     # a second crawl fetches only what is new
     again = crawl_flow(urls, db=db_path, settings=LOOPBACK)
     assert again["skipped_known"] == 3 and again["pages"] == 0
+
+
+def test_a_crawl_keeps_what_it_fetched_and_an_ingest_of_it_gives_the_same_pages(httpserver, tmp_path):
+    urls = serve_story_web(httpserver)
+    crawled, ingested = str(tmp_path / "crawled.duckdb"), str(tmp_path / "ingested.duckdb")
+    summary = crawl_flow(urls, db=crawled, settings=LOOPBACK)
+    warc = Path(summary["warc"])
+    assert warc == tmp_path / "crawled.duckdb.warc" / "run-1.warc.gz"
+    with warc.open("rb") as stream:
+        records = [(r.rec_type, r.rec_headers.get_header("WARC-Target-URI")) for r in ArchiveIterator(stream)]
+    # every answer, the failed ones and robots.txt too, with the request that asked for it
+    answered = {url for kind, url in records if kind == "response"}
+    assert set(urls) | {httpserver.url_for("/robots.txt")} <= answered
+    assert sorted(kind for kind, _ in records) == sorted(["request", "response"] * len(answered))
+
+    assert ingest_flow([str(warc)], db=ingested, settings=LOOPBACK)["pages"] == summary["pages"] == 3
+
+    def pages_and_clusters(db):
+        con = duckdb.connect(db, read_only=True)
+        pages = con.execute("SELECT url, title, text, body FROM documents ORDER BY url").fetchall()
+        clusters = {frozenset(u) for (u,) in con.execute("SELECT list(url) FROM documents GROUP BY cluster_id").fetchall()}
+        con.close()
+        return pages, clusters
+
+    assert pages_and_clusters(ingested) == pages_and_clusters(crawled)
+
+
+def test_no_warc_is_kept_when_asked_not_to(httpserver, tmp_path):
+    urls = serve_story_web(httpserver)
+    summary = crawl_flow(urls[:1], db=str(tmp_path / "plain.duckdb"), settings=LOOPBACK, keep_warc=False)
+    assert summary["warc"] is None and not (tmp_path / "plain.duckdb.warc").exists()
 
 
 def test_a_reader_gets_in_while_a_crawl_waits_on_the_network(httpserver, db_path):
