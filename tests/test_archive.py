@@ -1,25 +1,12 @@
 """The archive stage: WARC records read as fetched pages, and what a damaged file still gives."""
 
 import gzip
-import io
 
 import pytest
-from warcio.statusandheaders import StatusAndHeaders
-from warcio.warcwriter import WARCWriter
 
 from dedup.archive import DAMAGED, ArchiveError, read_warc
-from tests.pages import CANAL_STORY, article_html, generated_story
-
-
-def write_warc(path, records, gz=True):
-    """Write (uri, html bytes, content type) responses to a WARC file."""
-    raw = io.BytesIO()
-    writer = WARCWriter(raw, gzip=gz)
-    for uri, body, content_type in records:
-        headers = StatusAndHeaders("200 OK", [("Content-Type", content_type)], protocol="HTTP/1.1")
-        writer.write_record(writer.create_warc_record(uri, "response", payload=io.BytesIO(body), http_headers=headers))
-    path.write_bytes(raw.getvalue())
-    return path
+from tests.helpers import five_pages, write_warc
+from tests.pages import CANAL_STORY, article_html
 
 
 def test_warc_reader_reads_http_and_non_http_target_uris(tmp_path):
@@ -48,22 +35,6 @@ def test_warc_reader_records_non_html_and_rejects_non_warc_files(tmp_path):
 
 
 
-def five_pages(path, gz=True):
-    """A WARC file of five pages, and the offset where each record starts."""
-    records = [(f"https://paper.example/{n}", article_html(f"Story {n}", generated_story(n)).encode(), "text/html") for n in range(5)]
-    write_warc(path, records, gz=gz)
-    starts = [record_offset for record_offset, _ in _record_offsets(path)]
-    return path, starts
-
-
-def _record_offsets(path):
-    from warcio.archiveiterator import ArchiveIterator
-
-    with path.open("rb") as stream:
-        records = ArchiveIterator(stream)
-        for record in records:
-            record.content_stream().read()
-            yield records.get_record_offset(), record.rec_headers.get_header("WARC-Target-URI")
 
 
 def damage_of(pages):

@@ -15,22 +15,11 @@ from dedup.store import Store, StoreError
 from flows.cli import main
 from flows.errors import UserError
 from tests.fault_server import FaultServer
-from tests.pages import SEED_DISCLAIMER, article_html, generated_story
-from tests.test_archive import write_warc
+from tests.helpers import COUNT_ROWS, N_STORIES, story_warc
 
 REPOSTS = str(Path(sys.executable).with_name("reposts"))
-N_STORIES = 40  # an original and a copy each: 80 pages
 
 
-def story_warc(path: Path) -> Path:
-    records = []
-    for i in range(N_STORIES):
-        story = generated_story(i)
-        original = article_html(f"Story {i}", story, site_name=f"Paper {i % 4}")
-        copy = article_html(f"Story {i}", story, [SEED_DISCLAIMER], site_name="Relay")
-        records.append((f"https://paper{i % 4}.example/{i}", original.encode(), "text/html"))
-        records.append((f"https://relay.example/copy/{i}", copy.encode(), "text/html"))
-    return write_warc(path, records)
 
 
 def stored(db: str) -> tuple[int, int, set[frozenset[str]]]:
@@ -141,15 +130,6 @@ def test_a_person_can_query_while_an_ingest_writes(tmp_path):
     assert max(waited for _, waited in counts) < 5
 
 
-# a reader in another process, reading as `reposts sql` does: arguments are
-# the database, a table and how long to wait for the lock; prints its row count
-COUNT_ROWS = """
-import sys
-from dedup.store import Store
-db, table, wait_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
-with Store(db, lock_wait_s=wait_s).connect(read_only=True) as con:
-    print(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0], flush=True)
-"""
 
 
 def test_a_run_holding_its_connection_lets_a_waiting_reader_in_at_its_next_batch(tmp_path):

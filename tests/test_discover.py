@@ -12,8 +12,8 @@ from flows.cli import main
 from flows.errors import UserError
 from flows.pipeline import crawl_flow
 from flows.sources import read_sources
+from tests.helpers import LOOPBACK
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html
-from tests.test_flows import LOOPBACK
 
 HTML = "text/html; charset=utf-8"
 

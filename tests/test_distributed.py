@@ -15,9 +15,8 @@ from dedup.fingerprint import FingerprintConfig, fingerprints
 from dedup.link import CandidateIndex, LinkConfig, RedisCandidateIndex
 from flows.local_api import free_port
 from flows.pipeline import ingest_flow
+from tests.helpers import answers, write_warc
 from tests.pages import SEED_DISCLAIMER, article_html, generated_story
-from tests.test_archive import write_warc
-from tests.test_stages import answers
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

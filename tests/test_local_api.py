@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from tests.test_crash import story_warc
+from tests.helpers import story_warc
 
 PROJECT = Path(__file__).resolve().parents[1]
 

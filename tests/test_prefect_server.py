@@ -13,7 +13,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.local_api import free_port
 from flows.ui import LocalPrefect
-from tests.test_flows import serve_story_web
+from tests.helpers import serve_story_web
 
 
 def test_the_crawl_deployment_runs_on_a_worker_and_leaves_its_summary(tmp_path, httpserver):

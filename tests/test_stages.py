@@ -41,6 +41,7 @@ from dedup.models import Page
 from dedup.provenance import AggregatorHosts
 from dedup.recent import RecentShingleSets
 from dedup.store import Store
+from tests.helpers import answers, linked_rows
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
 
 FP = FingerprintConfig()
@@ -299,10 +300,6 @@ def test_candidate_index_answers_as_minhashlsh_with_the_same_bands(rows):
             assert bands == int(agree.sum())
 
 
-def answers(index, queries) -> list[dict[int, int]]:
-    """Each query's candidates and the bands they share."""
-    candidates = index.candidates_many(queries)
-    return [candidates.of(n) for n in range(len(queries))]
 
 
 def stored(doc_id: int) -> tuple[int, str | None]:
@@ -474,13 +471,6 @@ def noting_body_reads(store) -> list[set[int]]:
     return bodies_read
 
 
-def linked_rows(store) -> list[tuple]:
-    """Each page's cluster, its original and the page's repost row, by URL."""
-    with store.connect(read_only=True) as con:
-        return con.execute(
-            """SELECT d.url, d.cluster_id, c.original_doc_id, r.source_doc_id, r.jaccard, r.containment
-               FROM documents d JOIN clusters c USING (cluster_id) LEFT JOIN reposts r USING (doc_id) ORDER BY d.url"""
-        ).fetchall()
 
 
 def test_a_pair_no_batch_measured_is_measured_from_stored_bodies(tmp_path):

@@ -7,8 +7,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dedup.ahead import PendingBatch, PreparedAhead, _set_up_worker
 from dedup.batch import Settings, open_store, prepare_pages
 from dedup.linker import Linker
+from tests.helpers import linked_rows
 from tests.pages import BAKERY_STORY, CANAL_STORY, MARKET_STORY, SEED_DISCLAIMER, article_html, fetched
-from tests.test_stages import linked_rows
 
 
 def test_a_batch_prepared_in_pieces_by_the_workers_is_the_batch_prepared_whole():
