@@ -244,6 +244,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    path = write_report(_db_path(args), args.out, since=args.since, host=args.host, cluster=args.cluster, run=args.run)
+    print(f"report: {path}")
+    return 0
+
+
+def write_report(db: str, out: str, since: str | None = None, host=None, cluster=None, run=None) -> Path:
+    """Write the copy map of the database at `db` to `out`; the file's path."""
+    from datetime import datetime
+
+    from dedup.store import Store
+    from flows.copymap import Filters, read_copy_map, render_html
+
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise UserError(f"--since takes a date (2026-12-01) or a time (2026-12-01T08:00), got {since!r}") from None
+    filters = Filters(since=when, host=host, cluster=cluster, run=run)
+    if not Path(db).exists():
+        raise UserError(f"no database at {db}")
+    with Store(db, lock_wait_s=10).connect(read_only=True) as con:
+        copy_map = read_copy_map(con, filters)
+    path = Path(out)
+    try:
+        path.write_text(render_html(copy_map, Path(db).name), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}") from None
+    return path.resolve()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     with _local_prefect() as api:
         from flows.demo import run_demo
@@ -316,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser("explain", parents=[common], help="why a page is where it is")
     explain.add_argument("url")
     explain.set_defaults(func=cmd_explain)
+
+    report = sub.add_parser("report", parents=[common], help="the copy map: one HTML file of pictures (opens offline)")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default report.html)")
+    report.add_argument("--since", help="copies published (or fetched, without a date) from this date or time on")
+    report.add_argument("--host", help="pairs with this host at either end")
+    report.add_argument("--cluster", type=int, help="this story only")
+    report.add_argument("--run", type=int, help="copies stored by this run")
+    report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", parents=[common], help="serve the bundled demo sites on loopback and crawl them")
     demo.set_defaults(func=cmd_demo)

@@ -202,7 +202,7 @@ class DemoWeb:
 
 def run_demo(db: str, settings=None) -> int:
     from dedup.batch import Settings
-    from flows.cli import Progress, _print_rows, _print_summary, run_query
+    from flows.cli import Progress, _print_rows, _print_summary, run_query, write_report
     from flows.pipeline import crawl_flow
 
     settings = settings or Settings()
@@ -237,6 +237,8 @@ def run_demo(db: str, settings=None) -> int:
     )
     print("\nclusters with copies:")
     _print_rows(columns, rows, "table", max_width=70)
+    report = write_report(db, str(Path(db).with_name("report.html")))
+    print(f"\nthe copy map, as pictures (open it in a browser): {report}")
     print(
         "\nnext, try:\n"
         f'  reposts --db {db} sql "SELECT copy_host, source_host, round(jaccard, 2) AS jaccard, evidence FROM repost_pairs"\n'

@@ -22,6 +22,7 @@ from prefect.runtime import flow_run
 
 from dedup.models import FetchedPage
 from dedup.store import Store
+from flows.copymap import Filters, copier_source_pairs, lag_text
 
 # a host with this many failed fetches and none that worked gets a warning
 FAILING_HOST_WARN_AT = 3
@@ -152,12 +153,15 @@ def run_report(store: Store, run_id: int) -> dict:
             [run_id],
         ).fetchall()
         fetched = con.execute("SELECT count(*) FROM fetches WHERE run_id = ?", [run_id]).fetchone()[0]
+        pairs = copier_source_pairs(con, Filters(run=run_id), limit=15)
     columns = ("cluster_id", "change", "size", "original", "credited", "new_urls")
     return {
         "clusters": [dict(zip(columns, row, strict=True)) for row in clusters],
         "failed": [{"url": u, "status": s, "error": e} for u, s, e in failed],
         "copiers": copiers,
         "fetched": fetched,
+        "pairs": pairs,
+        "db": str(store.path),
     }
 
 
@@ -183,4 +187,11 @@ def summary_markdown(kind: str, run_id: int, summary: dict, report: dict) -> str
     if report["copiers"]:
         lines += ["", "## Hosts that copied most", "", "| host | copies stored this run |", "|---|---|"]
         lines += [f"| {host} | {copies} |" for host, copies in report["copiers"]]
+    if report["pairs"]:
+        lines += ["", "## Who copied whom this run", "", "| copier | source | copies | median lag |", "|---|---|---|---|"]
+        lines += [f"| {p.copier} | {p.source} | {p.copies} | {lag_text(p.median_lag_hours)} |" for p in report["pairs"]]
+        lines += [
+            "",
+            f"The copy map of this run's pages, as pictures: `reposts --db {report['db']} report --run {run_id} --out run-{run_id}.html`",
+        ]
     return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import duckdb
@@ -13,19 +13,16 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 from werkzeug import Response
 
-from dedup.batch import Settings, open_store, prepare_pages
+from dedup.batch import BatchStats, Settings, open_store, prepare_pages
 from dedup.linker import Linker
 from flows.cli import main
-from flows.monitor import run_report
+from flows.monitor import run_report, summary_markdown
 from flows.pipeline import crawl_flow, ingest_flow
+from tests.helpers import COUNT_ROWS, LOOPBACK, five_pages, serve_story_web, write_warc
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html, fetched
-from tests.test_archive import five_pages, write_warc
-from tests.test_crash import COUNT_ROWS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-# the test server is on loopback: these crawls opt out of the SSRF guard explicitly
-LOOPBACK = replace(Settings(), fetch=replace(Settings().fetch, ssrf_protection=False, timeout_s=5, host_delay_s=0))
 
 # DESIGN.md's public SQL interface: tables and the columns users rely on
 PUBLIC_COLUMNS = {
@@ -43,16 +40,6 @@ PUBLIC_COLUMNS = {
 }  # fmt: skip
 
 
-def serve_story_web(httpserver):
-    original = article_html("Canal drained", CANAL_STORY, published="2026-02-01T08:00:00", site_name="Canal Courier")
-    copy = article_html("Canal drained", CANAL_STORY, [SEED_DISCLAIMER], site_name="Relay")
-    other = article_html("Bakery bread", BAKERY_STORY, [SEED_DISCLAIMER], site_name="Relay")
-    httpserver.expect_request("/original").respond_with_data(original, content_type="text/html; charset=utf-8")
-    httpserver.expect_request("/copy").respond_with_data(copy, content_type="text/html; charset=utf-8")
-    httpserver.expect_request("/other").respond_with_data(other, content_type="text/html; charset=utf-8")
-    httpserver.expect_request("/gone").respond_with_data("gone", status=404)
-    httpserver.expect_request("/data.json").respond_with_data('{"a": 1}', content_type="application/json")
-    return [httpserver.url_for(p) for p in ("/original", "/copy", "/other", "/gone", "/data.json")]
 
 
 def test_crawl_links_the_copy_and_records_every_fetch(httpserver, db_path):
@@ -315,6 +302,11 @@ def test_the_runs_clusters_table_lists_each_cluster_once_as_it_stands_at_the_end
     clusters = run_report(store, run_id)["clusters"]
     assert [(c["change"], c["size"], c["original"]) for c in clusters] == [("created", 2, "https://harbor.example/canal")]
     assert clusters[0]["new_urls"] == "https://harbor.example/canal https://relay.example/canal"
+    # the run's copy map, as the summary artifact shows it: who copied whom, and the command for the pictures
+    report = run_report(store, run_id)
+    markdown = summary_markdown("ingest", run_id, {**asdict(BatchStats(pages=2)), "run_id": run_id}, report)
+    assert "| relay.example | harbor.example | 1 |" in markdown
+    assert f"report --run {run_id} --out run-{run_id}.html" in markdown
 
 
 def test_an_ingest_of_a_damaged_warc_stores_what_it_holds_and_exits_1(tmp_path, prefect_harness):
