@@ -21,6 +21,7 @@ from dedup.fetch import FetchConfig
 from dedup.fingerprint import FingerprintConfig, fingerprints
 from dedup.link import LinkConfig
 from dedup.models import (
+    Article,
     CleanedArticle,
     FetchedPage,
     Signature,
@@ -63,6 +64,7 @@ class Prepared:
     fetch: FetchedPage
     cleaned: CleanedArticle
     signature: Signature
+    doc_id: int | None = None  # a stored page's id, kept when it is linked again (rebuild)
 
 
 @dataclass(frozen=True)
@@ -75,22 +77,38 @@ class PreparedBatch:
 def prepare_pages(pages: list[FetchedPage], settings: Settings) -> PreparedBatch:
     """Extract and clean each page, then fingerprint the batch's bodies together.
     The attempts come back without their HTML (see FetchedPage.without_body)."""
-    outcomes: list[FetchedPage | tuple[FetchedPage, CleanedArticle]] = []
+    outcomes: list[FetchedPage | tuple[FetchedPage, Article]] = []
     for page in pages:
         try:
-            article = extract_article(page, settings.extract)
+            outcomes.append((page.without_body(), extract_article(page, settings.extract)))
         except ExtractionError as exc:
             outcomes.append(_with_error(page.without_body(), str(exc)))
-            continue
-        outcomes.append((page.without_body(), strip_markers(article, settings.clean)))
-    cleaned = [o for o in outcomes if isinstance(o, tuple)]
-    signatures = iter(fingerprints([c.body for _, c in cleaned], settings.fingerprint))
+    return _cleaned_and_fingerprinted(outcomes, settings)
+
+
+def prepare_articles(articles: list[tuple[int, Article]], settings: Settings) -> PreparedBatch:
+    """Clean and fingerprint stored pages' articles again, keeping their doc
+    ids (`reposts rebuild`). The attempts are those of the pages whose body
+    is empty once cleaned: they are not stored again."""
+    attempts = [FetchedPage(url=a.url, source=a.source, fetched_at=a.fetched_at, final_url=a.final_url) for _, a in articles]
+    prepared = _cleaned_and_fingerprinted([(f, a) for f, (_, a) in zip(attempts, articles, strict=True)], settings)
+    ids = {a.url: doc_id for doc_id, a in articles}
+    return PreparedBatch(
+        prepared=[replace(p, doc_id=ids[p.cleaned.article.url]) for p in prepared.prepared],
+        fetches=[f for f in prepared.fetches if f.error],
+    )
+
+
+def _cleaned_and_fingerprinted(outcomes: list[FetchedPage | tuple[FetchedPage, Article]], settings: Settings) -> PreparedBatch:
+    """Clean each extracted article, then fingerprint the batch's bodies together."""
+    cleaned = {n: strip_markers(o[1], settings.clean) for n, o in enumerate(outcomes) if isinstance(o, tuple)}
+    signatures = iter(fingerprints([c.body for c in cleaned.values()], settings.fingerprint))
     prepared, fetches = [], []
-    for outcome in outcomes:
+    for n, outcome in enumerate(outcomes):
         if not isinstance(outcome, tuple):
             fetches.append(outcome)
             continue
-        page, article = outcome
+        page, article = outcome[0], cleaned[n]
         signature = next(signatures)
         if not len(signature.shingles):
             fetches.append(_with_error(page, "article body is empty once repost markers are removed"))

@@ -133,8 +133,9 @@ class Linker:
             if url in stored or url in seen:
                 continue
             seen.add(url)
-            pages.append(Page(doc_id=self.known.next_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
-            self.known.next_id += 1
+            doc_id = self.known.next_id if item.doc_id is None else item.doc_id
+            pages.append(Page(doc_id=doc_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
+            self.known.next_id = max(self.known.next_id, doc_id + 1)
         return pages, hashes
 
     def _learn_lines(self, pages: list[Page]) -> tuple[HostLines | None, dict[int, CleanedAgain]]:

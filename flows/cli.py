@@ -274,6 +274,20 @@ def write_report(db: str, out: str, since: str | None = None, host=None, cluster
     return path.resolve()
 
 
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from flows.rebuild import rebuild, summary_line
+
+    _imports_done()
+    progress = Progress(None, "rebuild")
+    try:
+        summary = rebuild(_db_path(args), _settings(args), progress)
+    finally:
+        progress.close()
+    print(summary_line(summary))
+    print(f"the database as it was: {summary['kept_as']} (delete it once you are satisfied)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     with _local_prefect() as api:
         from flows.demo import run_demo
@@ -354,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--cluster", type=int, help="this story only")
     report.add_argument("--run", type=int, help="copies stored by this run")
     report.set_defaults(func=cmd_report)
+
+    rebuild = sub.add_parser(
+        "rebuild", parents=[common], help="clean, fingerprint, link and decide every stored page again with the current settings"
+    )
+    rebuild.add_argument("--batch-size", type=int, help="pages per batch (default: the setting batch_size, 400)")
+    rebuild.set_defaults(func=cmd_rebuild)
 
     demo = sub.add_parser("demo", parents=[common], help="serve the bundled demo sites on loopback and crawl them")
     demo.set_defaults(func=cmd_demo)

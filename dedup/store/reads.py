@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from dedup.models import (
+    Article,
     Attribution,
     HostLineRow,
     Member,
@@ -141,6 +142,30 @@ class Reads:
                 doc_ids,
             )
         return [StoredPage(d, h or "", t, x or "", b or "", a) for d, h, t, x, b, a in rows]
+
+    def stored_articles(self, after_doc_id: int, limit: int) -> list[tuple[int, Article]]:
+        """The next `limit` stored pages after `after_doc_id`, in doc_id order,
+        as extraction gave them (for `reposts rebuild`)."""
+        with self.connect() as con:
+            rows = con.execute(
+                """SELECT d.doc_id, d.url, d.final_url, d.host, d.fetched_at, d.text, d.title, d.author, d.site_name,
+                          d.published_at, d.lang, d.canonical_url, d.og_url, d.source,
+                          (SELECT any_value(a.source_url) FROM attributions a WHERE a.doc_id = d.doc_id AND a.kind = 'declared')
+                   FROM documents d WHERE d.doc_id > ? ORDER BY d.doc_id LIMIT ?""",
+                [after_doc_id, limit],
+            ).fetchall()
+        return [
+            (
+                doc_id,
+                Article(
+                    url=url, final_url=final_url or url, host=host or "", fetched_at=fetched_at, text=text or "", title=title,
+                    author=author, site_name=site_name, published_at=published_at, lang=lang, canonical_url=canonical_url,
+                    og_url=og_url, declared_source_url=declared, source=source or "",
+                ),
+            )  # fmt: skip
+            for doc_id, url, final_url, host, fetched_at, text, title, author, site_name, published_at, lang, canonical_url,
+            og_url, source, declared in rows
+        ]
 
     def host_line_numbers(self) -> np.ndarray:
         """Every host_lines row's (host, line_key) as one number, sorted: see `StoredLineKeys`."""

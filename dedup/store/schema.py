@@ -51,7 +51,8 @@ class Schema:
         if differing:
             detail = ", ".join(f"{k}: stored {a}, configured {b}" for k, (a, b) in sorted(differing.items()))
             raise StoreError(
-                f"{self.path} was fingerprinted with other settings ({detail}); use a new --db or the stored settings"
+                f"{self.path} was fingerprinted with other settings ({detail}); "
+                "`reposts rebuild` makes its signatures again with these, or use a new --db"
             )
 
     def row_counts(self) -> tuple[int, int]:
