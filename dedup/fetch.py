@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
+from queue import Empty, SimpleQueue
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
@@ -287,12 +288,19 @@ class Fetcher:
 
     def fetch(self, urls: list[str]) -> list[FetchedPage]:
         """Fetch these URLs (courlan-normalized, as `normalize_urls` gives them); one page each, in order."""
+        pages = {page.url: page for page in self.fetch_as_answered(urls)}
+        return [pages.get(url) or _not_fetched(url, RUN_STOPPED) for url in urls]
+
+    def fetch_as_answered(self, urls: list[str]) -> Iterator[FetchedPage]:
+        """Fetch these URLs, giving each one's page as soon as it is done
+        (in no set order): a slow host holds back only its own pages. Closing
+        the iterator early stops the work."""
         by_host: dict[str, deque[str]] = {}
-        pages: dict[str, FetchedPage] = {}
+        done: SimpleQueue[FetchedPage | None] = SimpleQueue()
         for url in urls:
             host = _host(url)
             if host is None:
-                pages[url] = _not_fetched(url, "not a fetchable URL")
+                done.put(_not_fetched(url, "not a fetchable URL"))
             else:
                 by_host.setdefault(host, deque()).append(url)
         waiting = [(self._turns.ready_at(host), n, host) for n, host in enumerate(by_host)]
@@ -301,32 +309,50 @@ class Fetcher:
         changed = threading.Condition()
 
         def work() -> None:
-            while True:
-                with changed:
-                    while not waiting and busy[0] and not self._stopped.is_set():
-                        changed.wait(0.5)
-                    if not waiting or self._stopped.is_set():
-                        changed.notify_all()
-                        return
-                    _, n, host = heapq.heappop(waiting)
-                    busy[0] += 1
-                queue = by_host[host]
-                try:
-                    url = queue.popleft()
-                    pages[url] = html_or_error(self._polite_download(url, host))
-                    if self._breaker.is_open(host):
-                        for skipped in queue:
-                            pages[skipped] = _not_fetched(skipped, HOST_NOT_ANSWERING)
-                        queue.clear()
-                finally:
+            try:
+                while True:
                     with changed:
-                        busy[0] -= 1
-                        if queue:
-                            heapq.heappush(waiting, (self._turns.ready_at(host), n, host))
-                        changed.notify_all()
+                        while not waiting and busy[0] and not self._stopped.is_set():
+                            changed.wait(0.5)
+                        if not waiting or self._stopped.is_set():
+                            changed.notify_all()
+                            return
+                        _, n, host = heapq.heappop(waiting)
+                        busy[0] += 1
+                    queue = by_host[host]
+                    try:
+                        url = queue.popleft()
+                        done.put(html_or_error(self._polite_download(url, host)))
+                        if self._breaker.is_open(host):
+                            for skipped in queue:
+                                done.put(_not_fetched(skipped, HOST_NOT_ANSWERING))
+                            queue.clear()
+                    finally:
+                        with changed:
+                            busy[0] -= 1
+                            if queue:
+                                heapq.heappush(waiting, (self._turns.ready_at(host), n, host))
+                            changed.notify_all()
+            finally:
+                done.put(None)  # this thread is done
 
-        self._run_threads(work, min(self.config.threads, len(by_host)))
-        return [pages.get(url) or _not_fetched(url, RUN_STOPPED) for url in urls]
+        threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True) for i in range(min(self.config.threads, len(by_host)))]
+        for thread in threads:
+            thread.start()
+        running = len(threads)
+        try:
+            while running or not done.empty():
+                try:
+                    page = done.get(timeout=0.5)  # a timeout: a signal to this thread (Ctrl-C) is not held up
+                except Empty:
+                    continue
+                if page is None:
+                    running -= 1
+                else:
+                    yield page
+        finally:
+            if running:  # stopped early: by the caller, a signal or an error
+                self.stop()
 
     def discover(self, sources: list[Source]) -> list[Discovered]:
         """The article URLs of feed and sitemap sources, in the order given

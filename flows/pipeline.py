@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -23,7 +24,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.utilities.annotations import quote
 
 from dedup.ahead import PreparedAhead, prepare_warcs_ahead
-from dedup.batch import BatchStats, PreparedBatch, Settings, batches_of, open_store, run_description
+from dedup.batch import BatchStats, PreparedBatch, Settings, open_store, run_description
 from dedup.clean import CleanConfig, rules_for
 from dedup.discover import Discovered, Source
 from dedup.evidence import WarcEvidence
@@ -41,10 +42,11 @@ ProgressCallback = Callable[[int], None]
 WAIT_POLL_S = 0.2
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, task_run_name="fetch {n} urls")
-def fetch_batch(fetcher: Fetcher, urls: list[str], n: int) -> list[FetchedPage]:
-    """Fetch a batch of URLs politely; faults are recorded on the pages, not raised."""
-    return fetcher.fetch(urls)
+@task(cache_policy=NO_CACHE, task_run_name="fetch {n} urls")
+def fetch_batch(answers: Iterator[FetchedPage], n: int) -> list[FetchedPage]:
+    """The next `n` pages fetched (`Fetcher.fetch_as_answered`: every host at
+    its own pace); faults are recorded on the pages, not raised."""
+    return list(islice(answers, n))
 
 
 @task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2, task_run_name="read {n} feeds and sitemaps")
@@ -278,12 +280,15 @@ def _crawl(
             if failed_sources:
                 monitor.fetched(failed_sources)
                 yield failed_sources
-            for batch in batches_of(todo, settings.batch_size):
+            answers = fetcher.fetch_as_answered(todo)
+            while fetched_so_far["urls"] < len(todo):
                 # fetching takes network time, in the linker's thread: the database is not held meanwhile
                 store.release()
-                pages = fetch_batch(fetcher, batch, len(batch))
+                pages = fetch_batch(quote(answers), min(settings.batch_size, len(todo) - fetched_so_far["urls"]))
+                if not pages:
+                    break
                 monitor.fetched(pages)
-                fetched_so_far["urls"] += len(batch)
+                fetched_so_far["urls"] += len(pages)
                 yield pages
 
         ahead = PreparedAhead(
