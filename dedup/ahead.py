@@ -191,10 +191,11 @@ def _set_up_worker(parent_pid: int) -> None:
 
 
 def prepare_warcs_ahead(
-    warc_paths: list[str], db: str, settings: Settings, workers: int, executor: Executor | None = None
+    warc_paths: list[str], db: str, settings: Settings, workers: int, executor: Executor | None = None, reprocess: bool = False
 ) -> PreparedAhead:
-    """Start preparing the pages of WARC files that the database does not hold yet."""
-    known = open_store(db, settings).known_urls()
+    """Start preparing the pages of WARC files that the database does not
+    hold yet (every page, to `reprocess` the stored ones)."""
+    known = frozenset() if reprocess else open_store(db, settings).known_urls()
     sizes = [Path(p).stat().st_size if Path(p).is_file() else 0 for p in warc_paths]
     read = {"files": 0, "offset": 0}
 

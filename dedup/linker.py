@@ -21,6 +21,7 @@ from dedup.fingerprint import fingerprint, shingle_sets
 from dedup.known import KnownStored
 from dedup.link import Candidates, plausible_duplicates, similarity, verified_edges
 from dedup.models import (
+    Article,
     CleanedAgain,
     ClusterEvent,
     Marker,
@@ -65,9 +66,11 @@ class Linker:
     all of it is written in one transaction, and what the run knows of what
     is stored (`KnownStored`) is kept in step."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, extract_stored_again: bool = False) -> None:
         self.store = store
         self.settings = settings
+        # a stored URL met again replaces its page's extraction (`ingest --reprocess`), else it is skipped
+        self.extract_stored_again = extract_stored_again
         self.known = KnownStored(store, settings)
         # shingle sets kept from batch to batch (a story's pages tend to come
         # close together), up to SHINGLE_CACHE_HASHES hashes in all
@@ -85,7 +88,7 @@ class Linker:
 
     def _link_batch(self, run_id: int, batch: PreparedBatch) -> BatchStats:
         self._forget_if_full()
-        pages, url_hashes = self._new_pages(run_id, batch)
+        pages, url_hashes, extracted_again = self._new_pages(run_id, batch)
         lines, again = self._learn_lines(pages)
         neighbours, pairs = self._link(pages)
         touched = self._touched(pages, neighbours, pairs, again)
@@ -114,29 +117,35 @@ class Linker:
                 cleaned_again=list(again.values()),
                 pairs_again=pairs_again,
                 hubs=sorted(hubs - batch_ids),
+                extracted_again=extracted_again,
             )
         )
         self.known.committed(pages, url_hashes, new_lines, lines.learned_keys if lines else set())
         return _stats(batch, pages, clusters, events)
 
-    def _new_pages(self, run_id: int, batch: PreparedBatch) -> tuple[list[Page], dict[str, int]]:
+    def _new_pages(self, run_id: int, batch: PreparedBatch) -> tuple[list[Page], dict[str, int], list[Article]]:
         """The batch's pages the database does not hold (a URL twice in the
-        batch is kept once), with their doc ids; and their URLs' hashes."""
+        batch is kept once), with their doc ids; their URLs' hashes; and the
+        articles of the stored ones, when they are to replace their extraction."""
         urls = {item.cleaned.article.url for item in batch.prepared}
         hosts = {item.cleaned.article.host or "" for item in batch.prepared} if self.settings.boilerplate.enabled else set()
         hashes = self.known.hashes(urls, hosts)
         stored = self.known.stored_urls({url: hashes[url] for url in urls})
         pages: list[Page] = []
+        extracted_again: list[Article] = []
         seen: set[str] = set()
         for item in batch.prepared:
             url = item.cleaned.article.url
+            if url in stored and self.extract_stored_again and url not in seen:
+                extracted_again.append(item.cleaned.article)
             if url in stored or url in seen:
+                seen.add(url)
                 continue
             seen.add(url)
             doc_id = self.known.next_id if item.doc_id is None else item.doc_id
             pages.append(Page(doc_id=doc_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self.known.next_id = max(self.known.next_id, doc_id + 1)
-        return pages, hashes
+        return pages, hashes, extracted_again
 
     def _learn_lines(self, pages: list[Page]) -> tuple[HostLines | None, dict[int, CleanedAgain]]:
         """Learn and strip the hosts' furniture (None with learning off), and

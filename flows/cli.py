@@ -101,6 +101,11 @@ def _print_summary(summary: dict, db: str) -> None:
         print(f"  failed: {count} x {reason}")
     if summary.get("warc"):
         print(f"what was fetched: {summary['warc']}")
+    if summary.get("rebuild"):
+        from flows.rebuild import summary_line
+
+        print(f"then rebuilt: {summary_line(summary['rebuild'])}")
+        print(f"the database as it was: {summary['rebuild']['kept_as']} (delete it once you are satisfied)")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -115,7 +120,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         db, settings, warcs = _db_path(args), _settings(args), list(args.warc)
         with Store(db).exclusive_run(run_description("ingest", len(warcs))):
             # local workers start on the first batches now, while Prefect starts its API
-            started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers)
+            started = None if args.dask else prepare_warcs_ahead(warcs, db, settings, args.workers, reprocess=args.reprocess)
             progress = Progress(None, "ingest")
             try:
                 from flows.pipeline import ingest_flow
@@ -130,6 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                         progress=progress,
                         started=started,
                         dask_address=args.dask,
+                        reprocess=args.reprocess,
                     )
             finally:
                 if started:
@@ -344,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", parents=[common], help="read WARC files (.warc, .warc.gz)")
     ingest.add_argument("warc", nargs="+", help="WARC files")
     ingest.add_argument("--workers", type=int, default=2, help="worker processes for extraction (default 2)")
+    ingest.add_argument(
+        "--reprocess",
+        action="store_true",
+        help="extract stored pages again from these files (a crawl's own WARC files), then rebuild: when extraction improved",
+    )
     ingest.add_argument("--batch-size", type=int, help="pages per batch (default: the setting batch_size, 400)")
     _scale_options(ingest)
     ingest.set_defaults(func=cmd_ingest)

@@ -121,6 +121,7 @@ def _link_all(
     ahead: PreparedAhead,
     progress: ProgressCallback | None,
     monitor: RunMonitor,
+    extract_stored_again: bool = False,
 ) -> BatchStats:
     """Link and store the prepared batches in input order, one transaction each,
     over one connection held from batch to batch (closed for readers while
@@ -136,7 +137,7 @@ def _link_all(
     total = BatchStats()
     try:
         with store.holding():
-            linker = Linker(store, settings)
+            linker = Linker(store, settings, extract_stored_again)
             # the linker and the pages are quoted: Prefect would otherwise walk
             # every page of a batch looking for futures
             for number, n_pages, input_read, pending in ahead.in_order():
@@ -182,8 +183,12 @@ def ingest_flow(
     progress: ProgressCallback | None = None,
     started: PreparedAhead | None = None,
     dask_address: str | None = None,
+    reprocess: bool = False,
 ) -> dict:
-    """Read WARC files into the database; pages already stored are skipped.
+    """Read WARC files into the database; pages already stored are skipped,
+    unless `reprocess`: then their extraction is replaced by what the
+    archived HTML gives now, and every page is cleaned, fingerprinted, linked
+    and decided again (`flows.rebuild`), for when extraction has improved.
 
     `started` is the same WARC files already handed to the workers by
     `prepare_warcs_ahead` (the CLI does this so extraction overlaps Prefect's
@@ -194,13 +199,17 @@ def ingest_flow(
     monitor = RunMonitor("ingest")
     store = open_store(db, settings)
     with store.exclusive_run(run_description("ingest", len(warc_paths))), cpu_workers(dask_address) as executor:
-        params = {"warc_paths": warc_paths, "workers": workers, "dask_address": dask_address}
+        params = {"warc_paths": warc_paths, "workers": workers, "dask_address": dask_address, "reprocess": reprocess}
         run_id = store.start_run("ingest", _flow_run_id(), params)
         with recorded_if_stopped(store, run_id):
-            ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers, executor)
-            stats = _link_all(store, settings, run_id, ahead, progress, monitor)
+            ahead = started or prepare_warcs_ahead(warc_paths, db, settings, workers, executor, reprocess=reprocess)
+            stats = _link_all(store, settings, run_id, ahead, progress, monitor, extract_stored_again=reprocess)
         summary = {"run_id": run_id, **asdict(stats)}
         store.finish_run(run_id, summary)
+        if reprocess:
+            from flows.rebuild import rebuild
+
+            summary["rebuild"] = rebuild(db, settings)
     monitor.finish(store, run_id, summary)
     return summary
 

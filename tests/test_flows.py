@@ -86,6 +86,28 @@ def test_a_crawl_keeps_what_it_fetched_and_an_ingest_of_it_gives_the_same_pages(
     assert pages_and_clusters(ingested) == pages_and_clusters(crawled)
 
 
+def test_a_reprocessed_warc_replaces_the_stored_extraction_and_rebuilds(tmp_path):
+    story = [(f"https://paper.example/{n}", article_html(f"Story {n}", CANAL_STORY if n < 2 else BAKERY_STORY).encode(), "text/html")
+             for n in range(3)]  # fmt: skip
+    warc = write_warc(tmp_path / "crawl.warc.gz", story)
+    db = str(tmp_path / "kept.duckdb")
+    ingest_flow([str(warc)], db=db, settings=LOOPBACK)
+    con = duckdb.connect(db)
+    before = con.execute("SELECT doc_id, url, text, cluster_id FROM documents ORDER BY doc_id").fetchall()
+    # as an older extraction left it: the text cut short, a title lost
+    con.execute("UPDATE documents SET text = 'Canal drained', title = NULL WHERE url = 'https://paper.example/0'")
+    con.close()
+    summary = ingest_flow([str(warc)], db=db, settings=LOOPBACK, reprocess=True)
+    assert summary["pages"] == 0 and summary["rebuild"]["pages"] == 3
+    con = duckdb.connect(db, read_only=True)
+    after = con.execute("SELECT doc_id, url, text, cluster_id FROM documents ORDER BY doc_id").fetchall()
+    title = con.execute("SELECT title FROM documents WHERE url = 'https://paper.example/0'").fetchone()[0]
+    runs = con.execute("SELECT kind FROM runs ORDER BY run_id").fetchall()
+    con.close()
+    assert after == before and title == "Story 0"
+    assert runs == [("ingest",), ("ingest",), ("rebuild",)]
+
+
 def test_no_warc_is_kept_when_asked_not_to(httpserver, tmp_path):
     urls = serve_story_web(httpserver)
     summary = crawl_flow(urls[:1], db=str(tmp_path / "plain.duckdb"), settings=LOOPBACK, keep_warc=False)

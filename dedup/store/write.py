@@ -9,6 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from dedup.models import (
+    Article,
     Attribution,
     CleanedAgain,
     Cluster,
@@ -42,6 +43,9 @@ class BatchWrite:
     cleaned_again: list[CleanedAgain] = field(default_factory=list)  # stored pages cleaned of later-learned lines
     pairs_again: dict[tuple[int, int], Similarity] = field(default_factory=dict)  # stored pairs measured again
     hubs: list[int] = field(default_factory=list)  # stored pages found to hold several stories
+    # stored pages extracted again from their archived HTML (`ingest --reprocess`):
+    # their extraction is replaced; `reposts rebuild` then cleans and links them again
+    extracted_again: list[Article] = field(default_factory=list)
 
 
 # The columns each table is written with, in the order of the rows made below
@@ -146,12 +150,39 @@ class BatchWriting:
                 _bulk_insert(con, "reposts", [_repost_row(r) for r in batch.reposts])
                 _bulk_insert(con, "cluster_events", [_event_row(e, run_id, now) for e in batch.events])
                 _write_cleaned_again(con, batch)
+                _write_extracted_again(con, batch.extracted_again)
                 _bulk_insert(con, "host_lines", [list(row) for row in batch.host_lines])
                 _bulk_insert(con, "host_lines", [list(row) for row in batch.host_lines_grown], replacing=("host", "line_key"))
                 con.execute("COMMIT")
             except BaseException:  # an interrupt (Ctrl-C, SIGTERM) too
                 con.execute("ROLLBACK")
                 raise
+
+
+# what extraction gives a page, in the documents table
+_EXTRACTED = ("final_url", "canonical_url", "og_url", "host", "site_name", "title", "author", "published_at", "fetched_at", "lang", "text", "source")
+
+
+def _write_extracted_again(con: duckdb.DuckDBPyConnection, articles: list[Article]) -> None:
+    """Stored pages' extraction replaced by a new one (and the source they declare)."""
+    if not articles:
+        return
+    assignments = ", ".join(f"{column} = ?" for column in _EXTRACTED)
+    con.executemany(
+        f"UPDATE documents SET {assignments} WHERE url = ?",
+        [[getattr(a, column) for column in _EXTRACTED] + [a.url] for a in articles],
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE extracted AS SELECT doc_id, url FROM documents WHERE url IN (SELECT unnest(?::VARCHAR[]))",
+        [[a.url for a in articles]],
+    )
+    con.execute("DELETE FROM attributions WHERE kind = 'declared' AND doc_id IN (SELECT doc_id FROM extracted)")
+    declared = [[a.url, a.declared_source_url] for a in articles if a.declared_source_url]
+    if declared:
+        con.executemany(
+            "INSERT INTO attributions SELECT doc_id, 'declared', NULL, ?, 'strong' FROM extracted WHERE url = ?",
+            [[source, url] for url, source in declared],
+        )
 
 
 def _write_cleaned_again(con: duckdb.DuckDBPyConnection, batch: BatchWrite) -> None:
