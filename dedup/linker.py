@@ -466,7 +466,10 @@ def _stats(batch: PreparedBatch, pages: list[Page], clusters: list, events: list
     stats = BatchStats(pages=len(pages), failed=sum(1 for f in batch.fetches if f.error))
     for fetch in batch.fetches:
         if fetch.error:
-            key = fetch.error.split(":")[0][:60]
+            # errors are grouped by what comes before the colon ("not HTML: ..."),
+            # but a URL not fetched says why after it ("skipped: host not answering")
+            key = fetch.error if fetch.error.startswith("skipped:") else fetch.error.split(":")[0]
+            key = key[:60]
             stats.errors[key] = stats.errors.get(key, 0) + 1
     stats.new_clusters = sum(1 for e in events if e.kind == "created")
     stats.grown_clusters = sum(1 for e in events if e.kind == "grew")
