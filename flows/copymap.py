@@ -127,6 +127,13 @@ def copier_source_pairs(con: duckdb.DuckDBPyConnection, filters: Filters, limit:
     return [Pair(copier, source, copies, lag) for copier, source, copies, lag in rows]
 
 
+def read_network(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int = TOP_PAIRS) -> CopyMap:
+    """The copy network alone: the pairs and their hosts (no stories, no runs)."""
+    found = CopyMap(filters=filters, pairs=copier_source_pairs(con, filters, limit))
+    found.hosts = _hosts(con, list(dict.fromkeys([h for p in found.pairs for h in (p.copier, p.source)]))[:TOP_HOSTS])
+    return found
+
+
 def read_copy_map(con: duckdb.DuckDBPyConnection, filters: Filters) -> CopyMap:
     """What the report shows, read through the public SQL interface."""
     if filters.host is not None and not con.execute("SELECT 1 FROM documents WHERE host = ? LIMIT 1", [filters.host]).fetchone():
@@ -266,10 +273,26 @@ def lag_text(hours: float | None) -> str:
 
 
 def network_svg(copy_map: CopyMap) -> str | None:
-    """The copy network: hosts (size: pages; colour: aggregator score), arrows copier -> source
-    (width: copies; label: median lag). None when there is no pair to draw."""
+    """The copy network as SVG (`network_figure`); None when there is no pair to draw."""
+    return _figure_svg(network_figure(copy_map)) if copy_map.pairs else None
+
+
+def network_png(copy_map: CopyMap) -> bytes | None:
+    """The copy network as PNG (for the Prefect UI's markdown artifacts); None when there is no pair to draw."""
     if not copy_map.pairs:
         return None
+    import matplotlib.pyplot as plt
+
+    figure = network_figure(copy_map)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def network_figure(copy_map: CopyMap):
+    """The copy network: hosts (size: pages; colour: aggregator score), arrows copier -> source
+    (width: copies; label: median lag), as a matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -320,7 +343,7 @@ def network_svg(copy_map: CopyMap) -> str | None:
     figure.colorbar(scale, ax=axes, shrink=0.6, label="aggregator score (share of its pages that are copies)")
     axes.set_axis_off()
     axes.set_title("copier → source (label: copies · median lag)", fontsize=10)
-    return _figure_svg(figure)
+    return figure
 
 
 def timeline_svg(story: Story) -> str | None:

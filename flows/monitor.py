@@ -7,6 +7,7 @@ version behind it.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from datetime import datetime
@@ -22,7 +23,7 @@ from prefect.runtime import flow_run
 
 from dedup.models import FetchedPage
 from dedup.store import Store
-from flows.copymap import Filters, copier_source_pairs, lag_text
+from flows.copymap import Filters, lag_text, network_png, read_network
 
 # a host with this many failed fetches and none that worked gets a warning
 FAILING_HOST_WARN_AT = 3
@@ -105,6 +106,11 @@ class RunMonitor:
             key=f"{self.kind}-summary",
             description=f"What the latest {self.kind} run did: pages, failures by reason, clusters, the hosts that copied most.",
         )
+        create_markdown_artifact(
+            copy_map_markdown(self.kind, run_id, report),
+            key=f"{self.kind}-copy-map",
+            description=f"Who copied whom in the latest {self.kind} run: the copy network of the pages it stored, and the pairs.",
+        )
         create_table_artifact(
             report["clusters"] or [{"cluster_id": None, "change": "no new or grown clusters"}],
             key=f"{self.kind}-clusters",
@@ -153,14 +159,14 @@ def run_report(store: Store, run_id: int) -> dict:
             [run_id],
         ).fetchall()
         fetched = con.execute("SELECT count(*) FROM fetches WHERE run_id = ?", [run_id]).fetchone()[0]
-        pairs = copier_source_pairs(con, Filters(run=run_id), limit=15)
+        network = read_network(con, Filters(run=run_id), limit=15)
     columns = ("cluster_id", "change", "size", "original", "credited", "new_urls")
     return {
         "clusters": [dict(zip(columns, row, strict=True)) for row in clusters],
         "failed": [{"url": u, "status": s, "error": e} for u, s, e in failed],
         "copiers": copiers,
         "fetched": fetched,
-        "pairs": pairs,
+        "network": network,
         "db": str(store.path),
     }
 
@@ -187,11 +193,19 @@ def summary_markdown(kind: str, run_id: int, summary: dict, report: dict) -> str
     if report["copiers"]:
         lines += ["", "## Hosts that copied most", "", "| host | copies stored this run |", "|---|---|"]
         lines += [f"| {host} | {copies} |" for host, copies in report["copiers"]]
-    if report["pairs"]:
-        lines += ["", "## Who copied whom this run", "", "| copier | source | copies | median lag |", "|---|---|---|---|"]
-        lines += [f"| {p.copier} | {p.source} | {p.copies} | {lag_text(p.median_lag_hours)} |" for p in report["pairs"]]
-        lines += [
-            "",
-            f"The copy map of this run's pages, as pictures: `reposts --db {report['db']} report --run {run_id} --out run-{run_id}.html`",
-        ]
+    return "\n".join(lines) + "\n"
+
+
+def copy_map_markdown(kind: str, run_id: int, report: dict) -> str:
+    """Who copied whom in the run: the copy network as a picture (the UI shows
+    an image in a markdown artifact), the pairs, and the command for the full report."""
+    network = report["network"]
+    lines = [f"# Who copied whom in {kind} run {run_id}", ""]
+    if not network.pairs:
+        return "\n".join([*lines, "No page this run stored is a copy of another host's page.", ""])
+    png = network_png(network)
+    lines += [f"![copy network: copier -> source](data:image/png;base64,{base64.b64encode(png).decode()})", ""]
+    lines += ["| copier | source | copies | median lag |", "|---|---|---|---|"]
+    lines += [f"| {p.copier} | {p.source} | {p.copies} | {lag_text(p.median_lag_hours)} |" for p in network.pairs]
+    lines += ["", f"The whole copy map of this run's pages: `reposts --db {report['db']} report --run {run_id} --out run-{run_id}.html`"]
     return "\n".join(lines) + "\n"

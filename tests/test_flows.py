@@ -1,11 +1,12 @@
 """The flows under one Prefect test harness: real HTTP, real WARC files, real DuckDB."""
 
+import base64
 import json
 import re
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -13,10 +14,10 @@ import pytest
 from warcio.archiveiterator import ArchiveIterator
 from werkzeug import Response
 
-from dedup.batch import BatchStats, Settings, open_store, prepare_pages
+from dedup.batch import Settings, open_store, prepare_pages
 from dedup.linker import Linker
 from flows.cli import main
-from flows.monitor import run_report, summary_markdown
+from flows.monitor import copy_map_markdown, run_report
 from flows.pipeline import crawl_flow, ingest_flow
 from tests.helpers import COUNT_ROWS, LOOPBACK, five_pages, serve_story_web, write_warc
 from tests.pages import BAKERY_STORY, CANAL_STORY, SEED_DISCLAIMER, article_html, fetched
@@ -324,9 +325,10 @@ def test_the_runs_clusters_table_lists_each_cluster_once_as_it_stands_at_the_end
     clusters = run_report(store, run_id)["clusters"]
     assert [(c["change"], c["size"], c["original"]) for c in clusters] == [("created", 2, "https://harbor.example/canal")]
     assert clusters[0]["new_urls"] == "https://harbor.example/canal https://relay.example/canal"
-    # the run's copy map, as the summary artifact shows it: who copied whom, and the command for the pictures
-    report = run_report(store, run_id)
-    markdown = summary_markdown("ingest", run_id, {**asdict(BatchStats(pages=2)), "run_id": run_id}, report)
+    # the run's copy map, as its artifact shows it: the network as a picture, the pairs, the command for the rest
+    markdown = copy_map_markdown("ingest", run_id, run_report(store, run_id))
+    picture = re.search(r"!\[copy network[^]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert picture and base64.b64decode(picture.group(1)).startswith(b"\x89PNG")
     assert "| relay.example | harbor.example | 1 |" in markdown
     assert f"report --run {run_id} --out run-{run_id}.html" in markdown
 

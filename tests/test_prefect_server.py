@@ -44,7 +44,7 @@ def test_the_crawl_deployment_runs_on_a_worker_and_leaves_its_summary(tmp_path, 
             }
     finally:
         local.stop()
-    assert {"crawl-progress", "crawl-summary", "crawl-clusters", "crawl-failed-fetches"} <= set(artifacts)
+    assert {"crawl-progress", "crawl-summary", "crawl-copy-map", "crawl-clusters", "crawl-failed-fetches"} <= set(artifacts)
     assert all(artifacts[k].description for k in ("crawl-summary", "crawl-clusters", "crawl-failed-fetches"))
     summary = artifacts["crawl-summary"].data
     assert "| new documents | 3 |" in summary and "| failed | 2 |" in summary and "| new clusters | 2 |" in summary
