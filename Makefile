@@ -50,4 +50,4 @@ quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 
 clean:
-	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal reposts.duckdb.lsh reposts.duckdb.shingles reposts.duckdb.snapshot reposts.duckdb.waiting reposts.duckdb.run-lock reposts.duckdb.warc report.html
+	rm -rf $(VENV) .prefect reposts.duckdb reposts.duckdb.wal reposts.duckdb.lsh reposts.duckdb.shingles reposts.duckdb.snapshot reposts.duckdb.waiting reposts.duckdb.run-lock reposts.duckdb.warc reposts.duckdb.before-rebuild report.html
