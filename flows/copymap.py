@@ -2,8 +2,9 @@
 
 `read_copy_map` reads what the pictures show from the public SQL interface
 (`repost_pairs`'s tables, `host_stats`, `clusters`, `runs`); `render_html`
-draws them. The network's layout is networkx's (a force-directed layout:
-hosts that copy each other end up close), the drawing is matplotlib's,
+draws them. The network's layout is networkx's (aggregators on an inner
+ring, the hosts they copy on an outer one; a force-directed layout when
+there is only one kind), the drawing is matplotlib's,
 written as SVG into the page: the file opens offline, fetches nothing, and
 stays small at any database size because it summarizes (the top pairs, the
 largest stories, the busiest hosts), it does not list every page.
@@ -303,7 +304,15 @@ def network_figure(copy_map: CopyMap):
     for pair in copy_map.pairs:
         graph.add_edge(pair.copier, pair.source, copies=pair.copies, lag=pair.median_lag_hours)
     hosts = {h.host: h for h in copy_map.hosts}
-    layout = nx.spring_layout(graph, seed=7, k=1.6 / math.sqrt(graph.number_of_nodes()), weight="copies")
+    # aggregators (most of their pages copies) on an inner ring, the hosts they
+    # copy on an outer one: a copy network is hubs and spokes, and a
+    # force-directed layout piles the hubs on one another in the middle
+    inner = [n for n in graph.nodes if n in hosts and hosts[n].aggregator_score >= 0.5]
+    outer = [n for n in graph.nodes if n not in inner]
+    if inner and outer:
+        layout = nx.shell_layout(graph, nlist=[inner, outer], rotate=0.3)
+    else:
+        layout = nx.spring_layout(graph, seed=7, k=1.6 / math.sqrt(graph.number_of_nodes()), weight="copies")
     plt.rcParams["svg.fonttype"] = "none"
     figure, axes = plt.subplots(figsize=(11, 8))
     nodes = list(graph.nodes)
@@ -342,6 +351,7 @@ def network_figure(copy_map: CopyMap):
     scale = plt.cm.ScalarMappable(cmap=_COLOURS, norm=plt.Normalize(0.0, 1.0))
     figure.colorbar(scale, ax=axes, shrink=0.6, label="aggregator score (share of its pages that are copies)")
     axes.set_axis_off()
+    axes.margins(0.15)  # room for the labels of the hosts at the edges
     axes.set_title("copier → source (label: copies · median lag)", fontsize=10)
     return figure
 
