@@ -194,18 +194,28 @@ def prepare_warcs_ahead(
     warc_paths: list[str], db: str, settings: Settings, workers: int, executor: Executor | None = None, reprocess: bool = False
 ) -> PreparedAhead:
     """Start preparing the pages of WARC files that the database does not
-    hold yet (every page, to `reprocess` the stored ones)."""
-    known = frozenset() if reprocess else open_store(db, settings).known_urls()
+    hold yet (every page, to `reprocess` the stored ones). Which are stored
+    is asked of the database a batch at a time (`Store.stored_urls`, the
+    lookup the linker makes too), before the batch goes to the workers."""
+    store = open_store(db, settings)
     sizes = [Path(p).stat().st_size if Path(p).is_file() else 0 for p in warc_paths]
     read = {"files": 0, "offset": 0}
 
     def pages() -> Iterator[FetchedPage]:
         for number, path in enumerate(warc_paths):
             read["files"], read["offset"] = sum(sizes[:number]), 0
-            yield from read_warc(Path(path), skip_urls=known, on_offset=lambda offset: read.update(offset=offset))
+            yield from read_warc(Path(path), on_offset=lambda offset: read.update(offset=offset))
         read["files"], read["offset"] = sum(sizes), 0
+
+    def new_pages() -> Iterator[list[FetchedPage]]:
+        for batch in batches_of(pages(), settings.batch_size):
+            if not reprocess:
+                stored = store.stored_urls([page.url for page in batch if not page.error])
+                batch = [page for page in batch if page.error or page.url not in stored]
+            if batch:
+                yield batch
 
     def input_read() -> float:
         return (read["files"] + read["offset"]) / max(1, sum(sizes))
 
-    return PreparedAhead(batches_of(pages(), settings.batch_size), settings, workers, input_read=input_read, executor=executor)
+    return PreparedAhead(new_pages(), settings, workers, input_read=input_read, executor=executor)

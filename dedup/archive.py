@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,12 +45,10 @@ _RECORD_STARTS = (b"\x1f\x8b\x08", b"WARC/1.")
 
 
 def read_warc(
-    path: str | Path, skip_urls: Container[str] = frozenset(), on_offset: Callable[[int], None] | None = None
+    path: str | Path, on_offset: Callable[[int], None] | None = None
 ) -> Iterator[FetchedPage]:
     """Yield the response records of a WARC file as fetched pages.
 
-    Records whose URL is in `skip_urls` are passed over without parsing their
-    payload (an ingest that resumes after a crash skips what it stored).
     Raises ArchiveError when the file is missing or is not a WARC file.
 
     A damaged file gives what it holds: a record cut short (the file, or a
@@ -88,7 +86,7 @@ def read_warc(
                         start = _next_record_start(stream, record_offset + 1)
                         break
                     page = None
-                    if record.rec_type == "response" and url not in skip_urls:
+                    if record.rec_type == "response":
                         page = _page_from_record(record, url, source)
                         record.raw_stream.read()  # what the record's length says is left, if any
                         if record.raw_stream.limit:  # the bytes ran out first

@@ -125,10 +125,16 @@ def test_a_reader_gets_in_while_a_crawl_waits_on_the_network(httpserver, db_path
     answered = []
 
     def slow_page(request):
-        # the first batches are linked by now; read the database from another process
-        reader = subprocess.run(
-            [sys.executable, "-c", COUNT_ROWS, db_path, "documents", "3"], capture_output=True, text=True, timeout=60
-        )
+        # the crawl waits on this page: read the database from another process
+        # until the pages fetched before it are linked (the fetcher runs ahead)
+        deadline = time.monotonic() + 60
+        while True:
+            reader = subprocess.run(
+                [sys.executable, "-c", COUNT_ROWS, db_path, "documents", "3"], capture_output=True, text=True, timeout=60
+            )
+            if reader.returncode != 0 or int(reader.stdout.strip() or 0) >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         answered.append((reader.returncode, reader.stdout.strip(), reader.stderr[-300:]))
         return Response(article_html("Story 3", stories[3], site_name="Paper"), content_type="text/html; charset=utf-8")
 

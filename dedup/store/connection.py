@@ -28,6 +28,11 @@ def utc_now() -> datetime:
 _RUN_LOCKS_HELD: set[Path] = set()
 
 
+# The Store of each database file whose connection is held across a run's
+# batches (`holding`), by path: another Store of the same file in this
+# process (the WARC reader's) reads through it.
+_HELD_IN_PROCESS: dict[Path, Connections] = {}
+
 # how often a connection waiting for another process's lock tries again
 LOCK_POLL_S = 0.02
 
@@ -94,6 +99,7 @@ class Connections:
             return
         if self._held is None:
             self._held, self._held_since = self._open(read_only=False), time.monotonic()
+            _HELD_IN_PROCESS[self.path.resolve()] = self
         self._session = self._held
         try:
             yield
@@ -124,6 +130,8 @@ class Connections:
         """Close the connection held across sessions, if any."""
         if self._held is not None:
             held, self._held = self._held, None
+            if _HELD_IN_PROCESS.get(self.path.resolve()) is self:
+                del _HELD_IN_PROCESS[self.path.resolve()]
             held.close()
 
     def _reader_waiting(self) -> bool:
@@ -142,9 +150,14 @@ class Connections:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the database, waiting while another process holds its lock (or
         hand out the open connection of the current `session`, or the one
-        held across sessions)."""
+        held across sessions, this Store's or another's in this process: DuckDB
+        lets a process attach a file once)."""
         if self._session is not None or self._held is not None:
             yield self._session or self._held
+            return
+        other = _HELD_IN_PROCESS.get(self.path.resolve())
+        if other is not None and (other._session is not None or other._held is not None):
+            yield other._session or other._held
             return
         con = self._open(read_only)
         try:

@@ -24,11 +24,6 @@ from dedup.store.ids import fetch_by_ids, fetch_by_ids_concurrently, id_queries,
 class Reads:
     """The reads of a run (each through `connect`: the session's connection when there is one)."""
 
-    def known_urls(self) -> set[str]:
-        """Every stored URL (a WARC reader skips them: see `stored_urls` for a few)."""
-        with self.connect() as con:
-            return set(con.sql("SELECT url FROM documents").to_arrow_table().column(0).to_pylist())
-
     def url_numbers(self) -> np.ndarray:
         """Every stored URL's DuckDB hash, sorted (for a StoredNumbers: 8 bytes
         a page, 0.02 to 0.05 s for a million, where reading the URLs into a
