@@ -46,7 +46,6 @@ class WarcEvidence:
         self._file = path.open("ab")
         self._writer = WARCWriter(self._file, gzip=True)
         self._lock = threading.Lock()
-        self.responses = 0
 
     def keep(self, url: str, status: int, headers: dict[str, str] | None, body: bytes, fetched_at: datetime) -> None:
         """Write the request and the response that answered it (at `url`, where the redirects ended)."""
@@ -78,7 +77,6 @@ class WarcEvidence:
                 return
             self._writer.write_request_response_pair(request, response)
             self._file.flush()
-            self.responses += 1
 
     def close(self) -> None:
         with self._lock:

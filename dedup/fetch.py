@@ -135,12 +135,6 @@ def _one_line(message: str, url: str) -> str:
     return message[:300] or "download failed"
 
 
-def fetch_page(url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None) -> FetchedPage:
-    """Fetch one page; never raises for network faults, records them instead
-    (a response that is not an HTML page is recorded as an error too)."""
-    return html_or_error(download(url, config, trafilatura_config))
-
-
 def download(
     url: str, config: FetchConfig, trafilatura_config: ConfigParser | None = None, evidence: WarcEvidence | None = None
 ) -> FetchedPage:

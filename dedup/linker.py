@@ -136,12 +136,13 @@ class Linker:
         seen: set[str] = set()
         for item in batch.prepared:
             url = item.cleaned.article.url
-            if url in stored and self.extract_stored_again and url not in seen:
-                extracted_again.append(item.cleaned.article)
-            if url in stored or url in seen:
-                seen.add(url)
+            if url in seen:
                 continue
             seen.add(url)
+            if url in stored:
+                if self.extract_stored_again:
+                    extracted_again.append(item.cleaned.article)
+                continue
             doc_id = self.known.next_id if item.doc_id is None else item.doc_id
             pages.append(Page(doc_id=doc_id, cleaned=item.cleaned, signature=item.signature, first_seen_run=run_id))
             self.known.next_id = max(self.known.next_id, doc_id + 1)

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from flows.errors import Stopped, UserError
+from flows.errors import Stopped, UserError, stop_signal
 
 DEFAULT_DB = "reposts.duckdb"
 
@@ -84,8 +84,6 @@ def _settings(args: argparse.Namespace):
         settings = replace(settings, batch_size=args.batch_size)
     if getattr(args, "lsh_redis", None):
         settings = replace(settings, link=replace(settings.link, redis_url=args.lsh_redis))
-    if getattr(args, "host_delay", None) is not None:
-        settings = replace(settings, fetch=replace(settings.fetch, host_delay_s=args.host_delay))
     return settings
 
 
@@ -102,10 +100,14 @@ def _print_summary(summary: dict, db: str) -> None:
     if summary.get("warc"):
         print(f"what was fetched: {summary['warc']}")
     if summary.get("rebuild"):
-        from flows.rebuild import summary_line
+        _print_rebuilt(summary["rebuild"], "then rebuilt: ")
 
-        print(f"then rebuilt: {summary_line(summary['rebuild'])}")
-        print(f"the database as it was: {summary['rebuild']['kept_as']} (delete it once you are satisfied)")
+
+def _print_rebuilt(summary: dict, lead: str = "") -> None:
+    from flows.rebuild import summary_line
+
+    print(lead + summary_line(summary))
+    print(f"the database as it was: {summary['kept_as']} (delete it once you are satisfied)")
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -182,6 +184,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
                     workers=args.workers,
                     allow_private_network=args.allow_private_network,
                     progress=progress,
+                    host_delay_s=args.host_delay,
                     warc_dir=args.warc_dir,
                     keep_warc=not args.no_warc,
                 )
@@ -281,7 +284,7 @@ def write_report(db: str, out: str, since: str | None = None, host=None, cluster
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from flows.rebuild import rebuild, summary_line
+    from flows.rebuild import rebuild
 
     _imports_done()
     progress = Progress(None, "rebuild")
@@ -289,8 +292,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         summary = rebuild(_db_path(args), _settings(args), progress)
     finally:
         progress.close()
-    print(summary_line(summary))
-    print(f"the database as it was: {summary['kept_as']} (delete it once you are satisfied)")
+    _print_rebuilt(summary)
     return 0
 
 
@@ -430,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reposts: error: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
-        number = getattr(exc, "signal", signal.SIGINT) if isinstance(exc, KeyboardInterrupt | _termination()) else None
+        number = stop_signal(exc)
         if number is None:
             raise
         name = signal.Signals(number).name
@@ -440,12 +442,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stop_on_signal(number: int, _frame: object) -> None:
     raise Stopped(number)
-
-
-def _termination() -> type[BaseException]:
-    """Prefect's exception for SIGTERM in a flow run (imported only if Prefect is)."""
-    prefect_exceptions = sys.modules.get("prefect.exceptions")
-    return prefect_exceptions.TerminationSignal if prefect_exceptions else Stopped
 
 
 def run() -> None:

@@ -143,11 +143,9 @@ def read_copy_map(con: duckdb.DuckDBPyConnection, filters: Filters) -> CopyMap:
         "SELECT 1 FROM clusters WHERE cluster_id = ?", [filters.cluster]
     ).fetchone():
         raise UserError(f"no cluster {filters.cluster} in the database")
-    found = CopyMap(filters=filters, pairs=copier_source_pairs(con, filters))
-    named = list(dict.fromkeys([h for p in found.pairs for h in (p.copier, p.source)]))
-    if filters.host is not None and filters.host not in named:
-        named.insert(0, filters.host)
-    found.hosts = _hosts(con, named[:TOP_HOSTS])
+    found = read_network(con, filters)
+    if filters.host is not None and filters.host not in {h.host for h in found.hosts}:
+        found.hosts = (_hosts(con, [filters.host]) + found.hosts)[:TOP_HOSTS]
     found.stories = _stories(con, filters)
     found.runs = con.execute(
         """SELECT r.run_id, r.kind, r.started_at,

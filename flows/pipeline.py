@@ -11,7 +11,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from itertools import islice
@@ -20,7 +20,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.exceptions import TerminationSignal
 from prefect.utilities.annotations import quote
 
 from dedup.ahead import PreparedAhead, prepare_warcs_ahead
@@ -32,6 +31,7 @@ from dedup.fetch import Fetcher
 from dedup.linker import Linker
 from dedup.models import FetchedPage
 from dedup.store import Store
+from flows.errors import stop_signal
 from flows.monitor import RunMonitor, crawl_run_name, ingest_run_name
 from flows.sources import check_sources, page_urls, read_sources, sources_of
 
@@ -99,11 +99,12 @@ def recorded_if_stopped(store: Store, run_id: int, stop: Callable[[], None] | No
     written when it came was rolled back, the batches before it stay."""
     try:
         yield
-    except (KeyboardInterrupt, TerminationSignal) as exc:
-        if stop:
-            stop()
-        number = getattr(exc, "signal", signal.SIGINT)  # a KeyboardInterrupt is Ctrl-C
-        store.finish_run(run_id, {"run_id": run_id, "interrupted": signal.Signals(number).name})
+    except BaseException as exc:
+        number = stop_signal(exc)
+        if number is not None:
+            if stop:
+                stop()
+            store.finish_run(run_id, {"run_id": run_id, "interrupted": signal.Signals(number).name})
         raise
 
 
@@ -275,7 +276,7 @@ def _crawl(
     run_id = store.start_run("crawl", _flow_run_id(), params)
     evidence = WarcEvidence(evidence_dir / f"run-{run_id}.warc.gz", settings.fetch.user_agent) if evidence_dir else None
     fetcher = Fetcher(settings.fetch, evidence)
-    with recorded_if_stopped(store, run_id, fetcher.stop), _closed_at_end(evidence):
+    with recorded_if_stopped(store, run_id, fetcher.stop), closing(evidence) if evidence else nullcontext():
         listed = [s for s in sources if s.kind != "page"]
         found = discover_urls(fetcher, listed, len(listed)) if listed else []
         urls = list(dict.fromkeys(page_urls(sources) + [u for d in found for u in d.urls]))
@@ -319,15 +320,6 @@ def _crawl(
         }
     store.finish_run(run_id, summary)
     return summary
-
-
-@contextmanager
-def _closed_at_end(evidence: WarcEvidence | None) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if evidence:
-            evidence.close()
 
 
 def _failed_source(found: Discovered) -> FetchedPage:

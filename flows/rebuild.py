@@ -30,9 +30,6 @@ from dedup.rebuild import kept_cluster_ids, rebuild_events
 from dedup.store import Store
 from flows.errors import UserError
 
-# the folders a run keeps next to its database (caches: see docs/internals.md)
-_CACHES = (".lsh", ".shingles", ".snapshot")
-
 
 def rebuild(db: str, settings: Settings, progress: Callable[[int], None] | None = None) -> dict:
     """Rebuild the database at `db`; the run's summary."""
@@ -130,12 +127,18 @@ def _adopt_history(old: Store, new: Store, path: Path, run_id: int) -> dict:
     }
 
 
+def _caches(db: Path) -> list[Path]:
+    """The folders a run keeps next to a database (caches: see docs/internals.md)."""
+    store = Store(db)
+    return [store.index_folder, store.shingles_folder, store.snapshot_folder]
+
+
 def _remove(db: Path) -> None:
     """A database file and what a run keeps next to it (a rebuild's leftovers)."""
     for suffix in ("", ".wal"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
-    for suffix in _CACHES:
-        shutil.rmtree(db.with_name(db.name + suffix), ignore_errors=True)
+    for cache in _caches(db):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _swap(path: Path, target: Path) -> Path:
@@ -147,10 +150,8 @@ def _swap(path: Path, target: Path) -> Path:
     if wal.exists():
         os.replace(wal, kept.with_name(kept.name + ".wal"))
     os.replace(target, path)
-    for suffix in _CACHES:
-        cache = path.with_name(path.name + suffix)
+    for cache, made in zip(_caches(path), _caches(target), strict=True):
         shutil.rmtree(cache, ignore_errors=True)
-        made = target.with_name(target.name + suffix)
         if made.exists():
             os.replace(made, cache)
     return kept

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 
 import duckdb
@@ -159,8 +159,8 @@ class BatchWriting:
                 raise
 
 
-# what extraction gives a page, in the documents table
-_EXTRACTED = ("final_url", "canonical_url", "og_url", "host", "site_name", "title", "author", "published_at", "fetched_at", "lang", "text", "source")
+# what extraction gives a page: the documents columns that are Article fields (the url is the key)
+_EXTRACTED = tuple(c for c in COLUMNS["documents"] if c != "url" and c in {f.name for f in fields(Article)})
 
 
 def _write_extracted_again(con: duckdb.DuckDBPyConnection, articles: list[Article]) -> None:
